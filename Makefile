@@ -1,0 +1,61 @@
+# sessions_admin — everyday commands. Needs only python3 (3.11+) and make.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PORT ?= 3000
+HOST ?= 127.0.0.1
+
+export PORT HOST
+
+.PHONY: help install install-dev run dev migrate test test-postgres seed superuser schema clean
+
+help:
+	@echo "make run            set up and serve on http://$(HOST):$(PORT) (gunicorn, SQLite by default)"
+	@echo "make test           set up and run the whole test suite"
+	@echo "make dev            Django's development server with DJANGO_DEBUG=true"
+	@echo "make seed COUNT=N   insert N demo sessions"
+	@echo "make superuser      create an admin user (interactive)"
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.runtime: requirements.txt | $(BIN)/python
+	$(BIN)/pip install --quiet -r requirements.txt
+	touch $@
+
+$(VENV)/.dev: requirements.txt requirements-dev.txt | $(BIN)/python
+	$(BIN)/pip install --quiet -r requirements-dev.txt
+	touch $(VENV)/.runtime $@
+
+install: $(VENV)/.runtime
+install-dev: $(VENV)/.dev
+
+# A per-checkout secret so `make run` works with no configuration; set
+# DJANGO_SECRET_KEY in the environment to use your own.
+.secret-key: | $(BIN)/python
+	$(BIN)/python -c "import secrets; print(secrets.token_urlsafe(50))" > $@
+	chmod 600 $@
+
+migrate: install .secret-key
+	DJANGO_SECRET_KEY="$${DJANGO_SECRET_KEY:-$$(cat .secret-key)}" $(BIN)/python manage.py migrate --noinput
+
+run: migrate
+	DJANGO_SECRET_KEY="$${DJANGO_SECRET_KEY:-$$(cat .secret-key)}" $(BIN)/python manage.py collectstatic --noinput --verbosity 0
+	DJANGO_SECRET_KEY="$${DJANGO_SECRET_KEY:-$$(cat .secret-key)}" exec $(BIN)/gunicorn messaging_project.wsgi:application --config gunicorn.conf.py
+
+dev: install
+	DJANGO_DEBUG=true $(BIN)/python manage.py migrate --noinput
+	DJANGO_DEBUG=true $(BIN)/python manage.py runserver $(HOST):$(PORT)
+
+test: install-dev
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+seed: migrate
+	DJANGO_SECRET_KEY="$${DJANGO_SECRET_KEY:-$$(cat .secret-key)}" $(BIN)/python manage.py seed_sessions --count $${COUNT:-10000}
+
+superuser: migrate
+	DJANGO_SECRET_KEY="$${DJANGO_SECRET_KEY:-$$(cat .secret-key)}" $(BIN)/python manage.py createsuperuser
+
+clean:
+	rm -rf $(VENV) staticfiles .pytest_cache .hypothesis

@@ -1,0 +1,89 @@
+"""Read and validate configuration from the environment.
+
+Every reader raises ``ImproperlyConfigured`` with the variable's name and the
+offending value, so a bad deployment stops at start-up with a clear message
+instead of misbehaving later.
+"""
+
+import os
+
+from django.core.exceptions import ImproperlyConfigured
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def env_str(name: str, default: str = "") -> str:
+    """Return the variable's value stripped of surrounding blanks, or ``default``."""
+    return os.environ.get(name, default).strip()
+
+
+def env_bool(name: str, default: bool = False) -> bool:
+    """Return a boolean from ``true/false``, ``1/0``, ``yes/no`` or ``on/off``."""
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ImproperlyConfigured(
+        f"{name}={raw!r} is not a boolean; use true/false, 1/0, yes/no or on/off."
+    )
+
+
+def env_int(name: str, default: int, *, minimum: int | None = None, maximum: int | None = None) -> int:
+    """Return an integer within ``[minimum, maximum]``; anything else is a configuration error."""
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        value = default
+    else:
+        try:
+            value = int(raw.strip(), 10)
+        except ValueError:
+            raise ImproperlyConfigured(f"{name}={raw!r} is not an integer.") from None
+    if minimum is not None and value < minimum:
+        raise ImproperlyConfigured(f"{name}={value} is below the minimum of {minimum}.")
+    if maximum is not None and value > maximum:
+        raise ImproperlyConfigured(f"{name}={value} is above the maximum of {maximum}.")
+    return value
+
+
+def env_list(name: str, default: list[str]) -> list[str]:
+    """Return a comma-separated list, blanks dropped."""
+    raw = os.environ.get(name)
+    if raw is None:
+        return list(default)
+    return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+def session_timeout_settings() -> dict[str, int]:
+    """Return the validated ``SESSION_*`` timeout defaults and limits.
+
+    The absolute ceiling for a session's lifetime is 20160 minutes (14 days).
+    """
+    min_timeout = env_int("SESSION_MIN_TIMEOUT_MINUTES", 5, minimum=1, maximum=20160)
+    max_timeout = env_int("SESSION_MAX_TIMEOUT_MINUTES", 1440, minimum=1, maximum=20160)
+    if max_timeout < min_timeout:
+        raise ImproperlyConfigured(
+            f"SESSION_MAX_TIMEOUT_MINUTES={max_timeout} is below "
+            f"SESSION_MIN_TIMEOUT_MINUTES={min_timeout}."
+        )
+    default_timeout = env_int(
+        "SESSION_DEFAULT_TIMEOUT_MINUTES", 30, minimum=min_timeout, maximum=max_timeout
+    )
+    max_duration = env_int(
+        "SESSION_MAX_DURATION_MINUTES", 720, minimum=default_timeout, maximum=20160
+    )
+    warning = env_int(
+        "SESSION_WARNING_THRESHOLD_MINUTES", 5, minimum=1, maximum=default_timeout
+    )
+    return {
+        "MIN_TIMEOUT_MINUTES": min_timeout,
+        "MAX_TIMEOUT_MINUTES": max_timeout,
+        "DEFAULT_TIMEOUT_MINUTES": default_timeout,
+        "MAX_DURATION_MINUTES": max_duration,
+        "MAX_DURATION_CEILING_MINUTES": 20160,
+        "WARNING_THRESHOLD_MINUTES": warning,
+    }

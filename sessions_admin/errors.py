@@ -1,0 +1,150 @@
+"""One error envelope for every error under ``/api/`` (SPEC §3 "Errors").
+
+``{"success": false, "error": {"code", "message", "details", "timestamp"}}``
+"""
+
+import logging
+
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import RequestDataTooBig
+from django.db import DatabaseError, InterfaceError, OperationalError
+from django.http import Http404, JsonResponse
+from rest_framework import exceptions as drf
+from rest_framework.response import Response
+from rest_framework.views import set_rollback
+
+from sessions_admin import policy
+from sessions_admin.exceptions import (
+    InvalidInput,
+    SessionError,
+    SessionExpired,
+    SessionNotFound,
+    SessionRenewalFailed,
+)
+
+logger = logging.getLogger(__name__)
+
+CODE_FOR_STATUS = {
+    400: "VALIDATION_ERROR",
+    401: "UNAUTHORIZED",
+    403: "FORBIDDEN",
+    404: "NOT_FOUND",
+    405: "METHOD_NOT_ALLOWED",
+    406: "NOT_ACCEPTABLE",
+    410: "SESSION_EXPIRED",
+    413: "PAYLOAD_TOO_LARGE",
+    415: "UNSUPPORTED_MEDIA_TYPE",
+    422: "SESSION_RENEWAL_FAILED",
+    429: "RATE_LIMITED",
+    500: "INTERNAL_ERROR",
+    503: "SERVICE_UNAVAILABLE",
+}
+
+STATUS_FOR_DOMAIN_ERROR = {
+    SessionNotFound: 404,
+    SessionExpired: 410,
+    SessionRenewalFailed: 422,
+    InvalidInput: 400,
+}
+
+DATABASE_UNAVAILABLE = "The database is unavailable; try again shortly"
+
+
+def error_body(code: str, message: str, details: dict | None = None) -> dict:
+    """Return the error envelope."""
+    return {
+        "success": False,
+        "error": {
+            "code": code,
+            "message": message,
+            "details": details or {},
+            "timestamp": policy.format_datetime(policy.clock()),
+        },
+    }
+
+
+def error_json_response(status: int, message: str, details: dict | None = None, code: str | None = None):
+    """A plain Django ``JsonResponse`` carrying the envelope (for use outside DRF)."""
+    return JsonResponse(
+        error_body(code or CODE_FOR_STATUS.get(status, "ERROR"), message, details), status=status
+    )
+
+
+def _flatten(detail, prefix: str = "") -> dict[str, list[str]]:
+    """Flatten DRF's nested error detail into ``{"field.sub": [messages]}``."""
+    if isinstance(detail, dict):
+        flat = {}
+        for key, value in detail.items():
+            name = key if key != "non_field_errors" else "body"
+            flat.update(_flatten(value, f"{prefix}.{name}" if prefix else name))
+        return flat
+    if isinstance(detail, list):
+        if all(not isinstance(item, (dict, list)) for item in detail):
+            return {prefix or "body": [str(item) for item in detail]}
+        flat = {}
+        for index, item in enumerate(detail):
+            flat.update(_flatten(item, f"{prefix}[{index}]" if prefix else f"[{index}]"))
+        return flat
+    return {prefix or "body": [str(detail)]}
+
+
+def _validation_message(fields: dict[str, list[str]]) -> str:
+    field, messages = next(iter(fields.items()))
+    if field == "body":
+        return messages[0]
+    return f"Invalid value for field '{field}': {messages[0]}"
+
+
+def api_exception_handler(exc, context):
+    """DRF exception handler producing the envelope for every handled error."""
+    if isinstance(exc, Http404):
+        exc = drf.NotFound()
+    elif isinstance(exc, DjangoPermissionDenied):
+        exc = drf.PermissionDenied()
+
+    if isinstance(exc, SessionError):
+        status = next(
+            code for cls, code in STATUS_FOR_DOMAIN_ERROR.items() if isinstance(exc, cls)
+        )
+        return Response(error_body(exc.code, exc.message, exc.details), status=status)
+
+    if isinstance(exc, RequestDataTooBig):
+        return Response(
+            error_body("PAYLOAD_TOO_LARGE", "Request body is larger than 1 MB"), status=413
+        )
+
+    if isinstance(exc, (OperationalError, InterfaceError)) or (
+        isinstance(exc, DatabaseError) and not isinstance(exc, drf.APIException)
+        and "connection" in str(exc).lower()
+    ):
+        logger.warning("Database unavailable: %s", exc)
+        set_rollback()
+        return Response(
+            error_body("SERVICE_UNAVAILABLE", DATABASE_UNAVAILABLE), status=503
+        )
+
+    if not isinstance(exc, drf.APIException):
+        return None
+
+    headers = {}
+    if getattr(exc, "auth_header", None):
+        headers["WWW-Authenticate"] = exc.auth_header
+    if getattr(exc, "wait", None) is not None:
+        headers["Retry-After"] = str(max(1, int(exc.wait + 0.999)))
+
+    status = exc.status_code
+    code = CODE_FOR_STATUS.get(status, "ERROR")
+    details: dict = {}
+    if isinstance(exc, drf.ValidationError):
+        fields = _flatten(exc.detail)
+        message = _validation_message(fields)
+        details = {"fields": fields}
+    elif isinstance(exc, drf.ParseError):
+        message = f"Malformed request body: {exc.detail}"
+    else:
+        message = str(exc.detail)
+        if isinstance(exc, drf.Throttled) and exc.wait is not None:
+            details = {"retryAfterSeconds": int(headers["Retry-After"])}
+
+    set_rollback()
+    return Response(error_body(code, message, details), status=status, headers=headers)

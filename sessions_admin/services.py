@@ -1,0 +1,152 @@
+"""Writes: every change to a session goes through these functions.
+
+Read-modify-write updates hold the session's row lock (``SELECT ... FOR
+UPDATE`` on PostgreSQL; SQLite's ``BEGIN IMMEDIATE`` serialises writers), and
+the clock is read once the lock is held, so concurrent activity on one
+session is applied one after another and each extension counts.
+"""
+
+from collections.abc import Iterable
+from datetime import datetime
+from uuid import UUID
+
+from django.db import transaction
+
+from sessions_admin import policy
+from sessions_admin.exceptions import (
+    InvalidTimeout,
+    SessionExpired,
+    SessionNotFound,
+    SessionRenewalFailed,
+)
+from sessions_admin.models import Session, TimeoutConfig
+
+
+def _validated(timeout: policy.Timeout) -> policy.Timeout:
+    problems = policy.timeout_violations(timeout)
+    if problems:
+        field, message = problems[0]
+        raise InvalidTimeout(field, message)
+    return timeout
+
+
+def _locked_session(session_id: UUID) -> Session:
+    try:
+        return (
+            Session.objects.select_for_update(of=("self",))
+            .select_related("timeout_config")
+            .get(pk=session_id)
+        )
+    except Session.DoesNotExist:
+        raise SessionNotFound(session_id) from None
+
+
+def _ensure_active(session: Session, *, now: datetime) -> None:
+    if policy.is_expired(session.expires_at, now=now):
+        raise SessionExpired(session.session_id, session.expires_at)
+
+
+def session_create(
+    *,
+    agent_id: UUID,
+    user_id: UUID,
+    metadata: dict | None = None,
+    timeout: policy.Timeout | None = None,
+    now: datetime,
+) -> Session:
+    """Create a session that starts at ``now``."""
+    timeout = _validated(timeout or policy.default_timeout())
+    config = TimeoutConfig.for_timeout(timeout)
+    return Session.objects.create(
+        agent_id=agent_id,
+        user_id=user_id,
+        metadata=metadata if metadata is not None else {},
+        created_at=now,
+        last_activity=now,
+        expires_at=policy.expiry_for(now, timeout, now=now),
+        renewal_count=0,
+        timeout_config=config,
+    )
+
+
+def _record_activity(session_id: UUID, *, force_renew: bool) -> tuple[Session, datetime]:
+    with transaction.atomic():
+        session = _locked_session(session_id)
+        now = policy.clock()
+        _ensure_active(session, now=now)
+        timeout = session.timeout
+        new_expiry = None
+        if force_renew or timeout.auto_renew:
+            new_expiry = policy.renewed_expiry(
+                session.created_at, session.expires_at, timeout, now=now
+            )
+        if force_renew and new_expiry is None:
+            raise SessionRenewalFailed(
+                session.session_id, "the maximum session duration has been reached"
+            )
+        # The lock orders writers; max() keeps lastActivity monotonic all the same.
+        session.last_activity = max(now, session.last_activity)
+        fields = ["last_activity"]
+        if new_expiry is not None:
+            session.expires_at = new_expiry
+            session.renewal_count += 1
+            fields += ["expires_at", "renewal_count"]
+        session.save(update_fields=fields)
+    return session, now
+
+
+def session_heartbeat(*, session_id: UUID) -> tuple[Session, datetime]:
+    """Record activity; auto-renew if enabled and it extends the expiry. Returns the session and ``now``."""
+    return _record_activity(session_id, force_renew=False)
+
+
+def session_renew(*, session_id: UUID) -> tuple[Session, datetime]:
+    """Renew manually whatever ``autoRenew`` says; fails at the maximum-duration cap."""
+    return _record_activity(session_id, force_renew=True)
+
+
+def session_update_timeout(*, session_id: UUID, changes: dict) -> tuple[Session, datetime]:
+    """Replace the given timeout fields, keep the rest, and recompute the expiry from ``now``.
+
+    ``changes`` uses ``policy.Timeout`` field names. ``renewalCount`` and
+    ``lastActivity`` are left as they are.
+    """
+    with transaction.atomic():
+        session = _locked_session(session_id)
+        now = policy.clock()
+        _ensure_active(session, now=now)
+        timeout = _validated(session.timeout.with_changes(**changes))
+        if policy.cap_for(session.created_at, timeout) <= now:
+            raise SessionRenewalFailed(
+                session.session_id,
+                "the new maximum duration ends before now; delete the session to end it",
+            )
+        session.timeout_config = TimeoutConfig.for_timeout(timeout)
+        session.expires_at = policy.expiry_for(session.created_at, timeout, now=now)
+        session.save(update_fields=["timeout_config", "expires_at"])
+    return session, now
+
+
+def session_delete(*, session_id: UUID) -> None:
+    """Delete a session, expired or not; raise ``SessionNotFound`` if there is none."""
+    deleted, _ = Session.objects.filter(pk=session_id).delete()
+    if not deleted:
+        raise SessionNotFound(session_id)
+
+
+def session_expire_now(*, session_ids: Iterable[UUID], now: datetime) -> int:
+    """End the given active sessions at ``now``; return how many were active."""
+    return Session.objects.filter(pk__in=list(session_ids)).active(now).update(expires_at=now)
+
+
+def session_renew_many(*, session_ids: Iterable[UUID]) -> tuple[int, int]:
+    """Renew each session manually; return ``(renewed, not_renewed)``."""
+    renewed = failed = 0
+    for session_id in session_ids:
+        try:
+            session_renew(session_id=session_id)
+        except (SessionNotFound, SessionExpired, SessionRenewalFailed):
+            failed += 1
+        else:
+            renewed += 1
+    return renewed, failed

@@ -1,0 +1,9 @@
+from django.urls import path
+
+from sessions_admin import views
+
+app_name = "sessions_admin"
+
+urlpatterns = [
+    path("sessions", views.SessionCollectionView.as_view(), name="session-list"),
+]

@@ -1,0 +1,59 @@
+"""Shared fixtures: API clients, keys, users, and backend detection."""
+
+import os
+
+import pytest
+from django.db import connection
+from rest_framework.test import APIClient
+
+ADMIN_KEY = "test-admin-key-0123456789"
+CLIENT_KEY = "test-client-key-0123456789"
+
+
+def pytest_collection_modifyitems(config, items):
+    on_postgres = os.environ.get("DATABASE_URL", "").startswith(("postgres://", "postgresql://"))
+    skip = pytest.mark.skip(reason="needs PostgreSQL: set DATABASE_URL=postgres://...")
+    for item in items:
+        if "postgres" in item.keywords and not on_postgres:
+            item.add_marker(skip)
+
+
+@pytest.fixture
+def admin_key(settings):
+    settings.SESSIONS_ADMIN_API_KEY = ADMIN_KEY
+    return ADMIN_KEY
+
+
+@pytest.fixture
+def client_key(settings):
+    settings.SESSIONS_API_KEY = CLIENT_KEY
+    return CLIENT_KEY
+
+
+@pytest.fixture
+def api_client():
+    return APIClient()
+
+
+@pytest.fixture
+def admin_api(api_client, admin_key):
+    """An API client that sends the admin key."""
+    api_client.credentials(HTTP_X_API_KEY=admin_key)
+    return api_client
+
+
+@pytest.fixture
+def staff_user(django_user_model):
+    return django_user_model.objects.create_user(
+        username="operator", password="operator-pass-123", is_staff=True
+    )
+
+
+@pytest.fixture
+def plain_user(django_user_model):
+    return django_user_model.objects.create_user(username="plain", password="plain-pass-123")
+
+
+@pytest.fixture
+def is_postgres(db):
+    return connection.vendor == "postgresql"
