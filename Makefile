@@ -7,7 +7,7 @@ HOST ?= 127.0.0.1
 
 export PORT HOST
 
-.PHONY: help install install-dev run dev migrate test test-postgres seed superuser schema clean
+.PHONY: help install install-dev run dev migrate test lint seed superuser clean
 
 help:
 	@echo "make run            set up and serve on http://$(HOST):$(PORT) (gunicorn, SQLite by default)"
@@ -50,6 +50,9 @@ dev: install
 
 test: install-dev
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: install-dev
+	$(BIN)/ruff check .
 
 seed: migrate
 	DJANGO_SECRET_KEY="$${DJANGO_SECRET_KEY:-$$(cat .secret-key)}" $(BIN)/python manage.py seed_sessions --count $${COUNT:-10000}
