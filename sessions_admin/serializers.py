@@ -132,3 +132,17 @@ class SessionListQuerySerializer(serializers.Serializer):
             near_expiration=data.get("nearExpiration"),
             auto_renew=data.get("autoRenew"),
         )
+
+
+class HealthSerializer(serializers.Serializer):
+    """``GET /sessions/health``. When unhealthy (503) the error envelope fields are added."""
+
+    status = serializers.ChoiceField(choices=["healthy", "unhealthy"])
+    activeSessions = serializers.IntegerField(
+        required=False, help_text="Active sessions (absent when unhealthy)"
+    )
+    expiringSoon = serializers.IntegerField(
+        required=False, help_text="Active sessions within their warning threshold"
+    )
+    timestamp = serializers.CharField(help_text="When the check ran (ISO 8601, UTC)")
+    database = serializers.ChoiceField(choices=["ok", "unreachable"])

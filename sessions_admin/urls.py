@@ -6,4 +6,5 @@ app_name = "sessions_admin"
 
 urlpatterns = [
     path("sessions", views.SessionCollectionView.as_view(), name="session-list"),
+    path("sessions/health", views.HealthView.as_view(), name="session-health"),
 ]
