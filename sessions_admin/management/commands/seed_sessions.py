@@ -1,0 +1,101 @@
+"""``manage.py seed_sessions``: insert realistic demo sessions in bulk."""
+
+import time
+
+from django.core.management.base import BaseCommand, CommandError
+
+from sessions_admin import policy, seeding
+
+PROGRESS_WIDTH = 30
+
+
+def _fraction(raw: str) -> float:
+    try:
+        return float(raw)
+    except ValueError:
+        raise CommandError(f"--expired-fraction must be a number between 0 and 1, not {raw!r}.") from None
+
+
+class Command(BaseCommand):
+    help = (
+        "Insert COUNT demo sessions: active ones (some near expiration) and a fraction of "
+        "expired ones, spread over several agents, users and timeout configurations."
+    )
+    requires_system_checks = []
+
+    def add_arguments(self, parser):
+        parser.add_argument("--count", type=int, required=True, help="Number of sessions to create.")
+        parser.add_argument(
+            "--expired-fraction",
+            type=_fraction,
+            default=seeding.DEFAULT_EXPIRED_FRACTION,
+            help="Share of the sessions that are already expired, 0 to 1 (default 0.2).",
+        )
+        parser.add_argument(
+            "--agents",
+            type=int,
+            help=f"Number of distinct agents (default: {seeding.MAX_DEFAULT_AGENTS}, "
+            "or COUNT if smaller).",
+        )
+        parser.add_argument(
+            "--users",
+            type=int,
+            help=f"Number of distinct users (default: COUNT/10, between 1 and "
+            f"{seeding.MAX_DEFAULT_USERS:,}).",
+        )
+        parser.add_argument(
+            "--batch-size",
+            type=int,
+            default=seeding.DEFAULT_BATCH_SIZE,
+            help=f"Rows per batch (default {seeding.DEFAULT_BATCH_SIZE}).",
+        )
+
+    def handle(self, *args, count, expired_fraction, agents, users, batch_size, verbosity, **options):
+        self._validate(count, expired_fraction, agents, users, batch_size)
+        show_progress = verbosity > 0 and self.stdout.isatty()
+        started = time.monotonic()
+        result = seeding.session_seed(
+            count=count,
+            now=policy.clock(),
+            expired_fraction=expired_fraction,
+            agents=agents,
+            users=users,
+            batch_size=batch_size,
+            on_progress=(lambda done: self._progress(done, count)) if show_progress else None,
+        )
+        elapsed = time.monotonic() - started
+        if show_progress:
+            self.stdout.write("")
+        if verbosity > 0:
+            self.stdout.write(
+                self.style.SUCCESS(
+                    f"Seeded {result.created:,} sessions ({result.expired:,} expired) "
+                    f"in {elapsed:.1f} s."
+                )
+            )
+
+    def _validate(self, count, expired_fraction, agents, users, batch_size):
+        if count < 1:
+            raise CommandError(f"--count must be at least 1, not {count}.")
+        if not 0 <= expired_fraction <= 1:
+            raise CommandError(
+                f"--expired-fraction must be between 0 and 1, not {expired_fraction}."
+            )
+        for option, value in (("--agents", agents), ("--users", users)):
+            if value is None:
+                continue
+            if value < 1:
+                raise CommandError(f"{option} must be at least 1, not {value}.")
+            if value > count:
+                raise CommandError(
+                    f"{option} ({value:,}) cannot exceed --count ({count:,}): "
+                    "every agent and user gets at least one session."
+                )
+        if batch_size < 1:
+            raise CommandError(f"--batch-size must be at least 1, not {batch_size}.")
+
+    def _progress(self, done: int, count: int) -> None:
+        filled = PROGRESS_WIDTH * done // count
+        bar = "#" * filled + "-" * (PROGRESS_WIDTH - filled)
+        self.stdout.write(f"\r[{bar}] {100 * done // count:3d}% {done:,}/{count:,}", ending="")
+        self.stdout.flush()

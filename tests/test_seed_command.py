@@ -1,0 +1,235 @@
+"""``manage.py seed_sessions``: exact counts, realistic and valid rows, options, output."""
+
+import json
+import re
+from datetime import UTC, datetime, timedelta
+from io import StringIO
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.db import connection
+
+from sessions_admin import policy, seeding
+from sessions_admin.models import Session, TimeoutConfig
+
+pytestmark = pytest.mark.django_db
+
+NOW = datetime(2026, 3, 14, 15, 9, 26, 535_897, tzinfo=UTC)
+SUMMARY = re.compile(r"^Seeded (?P<count>[\d,]+) sessions \((?P<expired>[\d,]+) expired\) in \d+\.\d s\.\n$")
+
+
+class TtyStringIO(StringIO):
+    def isatty(self):
+        return True
+
+
+@pytest.fixture
+def frozen(time_machine):
+    time_machine.move_to(NOW, tick=False)
+    return NOW
+
+
+def seed(*args, stdout=None):
+    out = stdout if stdout is not None else StringIO()
+    call_command("seed_sessions", *args, stdout=out)
+    return out.getvalue()
+
+
+def assert_follows_timing_rules(session: Session, *, now: datetime) -> None:
+    """Assert the row could have been produced by the service's own rules."""
+    timeout = session.timeout
+    created, last, expires = session.created_at, session.last_activity, session.expires_at
+    fresh_expiry = policy.expiry_for(created, timeout, now=created)
+    assert created <= last < expires <= policy.cap_for(created, timeout), session
+    assert last <= now and created <= now, session
+    assert expires >= fresh_expiry, session
+    if timeout.auto_renew:
+        assert expires == policy.expiry_for(created, timeout, now=last), session
+    else:
+        assert expires <= policy.expiry_for(created, timeout, now=last), session
+    if session.renewal_count == 0:
+        assert expires == fresh_expiry, session
+    else:
+        assert expires > fresh_expiry, session
+
+
+def test_creates_exact_count_with_default_mix(frozen):
+    output = seed("--count", "1000")
+
+    assert SUMMARY.match(output), output
+    assert output.startswith("Seeded 1,000 sessions (200 expired) in ")
+    assert Session.objects.count() == 1000
+    assert Session.objects.expired(frozen).count() == 200
+    assert Session.objects.active(frozen).count() == 800
+    near = Session.objects.near_expiration(frozen).count()
+    assert 0 < near < 800
+    assert Session.objects.values("agent_id").distinct().count() == seeding.default_agents(1000)
+    assert Session.objects.values("user_id").distinct().count() == seeding.default_users(1000)
+
+
+def test_every_row_follows_the_timing_rules(frozen):
+    seed("--count", "1500", "--expired-fraction", "0.3", "--batch-size", "400")
+
+    sessions = list(Session.objects.select_related("timeout_config"))
+    assert len(sessions) == 1500
+    for session in sessions:
+        assert_follows_timing_rules(session, now=frozen)
+    # One boundary rule: the expired rows are exactly those with expires_at <= now.
+    assert sum(policy.is_expired(s.expires_at, now=frozen) for s in sessions) == 450
+
+
+def test_mix_is_realistic(frozen):
+    seed("--count", "2000")
+
+    sessions = list(Session.objects.select_related("timeout_config"))
+    statuses = {policy.status_of(s.expires_at, s.timeout_config.warning_threshold_minutes, now=frozen) for s in sessions}
+    assert statuses == {policy.STATUS_ACTIVE, policy.STATUS_NEAR_EXPIRATION, policy.STATUS_EXPIRED}
+    assert {s.timeout_config.auto_renew for s in sessions} == {True, False}
+    assert len({s.timeout_config_id for s in sessions}) >= 5
+    assert any(s.renewal_count == 0 for s in sessions)
+    assert any(s.renewal_count > 0 for s in sessions)
+    assert any(s.metadata for s in sessions) and any(not s.metadata for s in sessions)
+    for session in sessions:
+        assert isinstance(session.metadata, dict)
+        assert len(json.dumps(session.metadata).encode()) < 1024
+    # Expired sessions ended within the last week, not at one instant.
+    expired_at = [s.expires_at for s in sessions if s.expires_at <= frozen]
+    assert min(expired_at) >= frozen - timedelta(days=7)
+    assert len(set(expired_at)) > len(expired_at) // 2
+
+
+def test_timeout_configs_are_valid_and_shared(frozen):
+    seed("--count", "300")
+    seed("--count", "300")
+
+    assert Session.objects.count() == 600
+    configs = list(TimeoutConfig.objects.all())
+    assert len(configs) == len(seeding.seed_timeouts())
+    for config in configs:
+        assert policy.timeout_violations(config.as_timeout()) == []
+
+
+def test_configs_outside_the_current_limits_are_skipped(frozen, settings):
+    settings.SESSIONS_TIMEOUTS = {**settings.SESSIONS_TIMEOUTS, "MIN_TIMEOUT_MINUTES": 30, "MAX_TIMEOUT_MINUTES": 60}
+
+    seed("--count", "200")
+
+    timeouts = set(TimeoutConfig.objects.values_list("timeout_minutes", flat=True))
+    assert timeouts and timeouts <= {30, 45, 60}
+    for config in TimeoutConfig.objects.all():
+        assert policy.timeout_violations(config.as_timeout()) == []
+
+
+@pytest.mark.parametrize(
+    ("count", "fraction", "expired"),
+    [(10, "0", 0), (10, "1", 10), (7, "0.5", 4), (3, "0.2", 1), (1, "0.2", 0), (1000, "0.123", 123)],
+)
+def test_expired_fraction_is_exact(frozen, count, fraction, expired):
+    output = seed("--count", str(count), "--expired-fraction", fraction)
+
+    assert Session.objects.count() == count
+    assert Session.objects.expired(frozen).count() == expired
+    assert f"({expired:,} expired)" in output
+
+
+def test_agents_and_users_are_all_used(frozen):
+    seed("--count", "250", "--agents", "7", "--users", "250")
+
+    assert Session.objects.values("agent_id").distinct().count() == 7
+    assert Session.objects.values("user_id").distinct().count() == 250
+
+
+def test_small_count_defaults(frozen):
+    seed("--count", "3")
+
+    assert Session.objects.count() == 3
+    assert Session.objects.values("agent_id").distinct().count() == 3
+    assert Session.objects.values("user_id").distinct().count() == 1
+
+
+def test_progress_bar_on_a_terminal(frozen):
+    out = TtyStringIO()
+    seed("--count", "100", "--batch-size", "30", stdout=out)
+
+    progress, summary = out.getvalue().split("\n", 1)
+    frames = re.findall(r"\r\[([#-]{30})\] +(\d+)% ([\d,]+)/100", progress)
+    assert [(percent, done) for _, percent, done in frames] == [
+        ("30", "30"), ("60", "60"), ("90", "90"), ("100", "100"),
+    ]
+    assert frames[-1][0] == "#" * 30
+    assert SUMMARY.match(summary) and summary.startswith("Seeded 100 sessions (20 expired)")
+
+
+def test_no_progress_bar_when_not_a_terminal(frozen):
+    output = seed("--count", "100", "--batch-size", "10")
+
+    assert "\r" not in output and "%" not in output
+    assert SUMMARY.match(output)
+
+
+def test_verbosity_zero_prints_nothing(frozen):
+    out, err = TtyStringIO(), TtyStringIO()
+    call_command("seed_sessions", "--count", "50", verbosity=0, stdout=out, stderr=err)
+
+    assert out.getvalue() == "" and err.getvalue() == ""
+    assert Session.objects.count() == 50
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--count", "0"], "--count must be at least 1, not 0."),
+        (["--count", "-5"], "--count must be at least 1, not -5."),
+        (["--count", "10", "--expired-fraction", "-0.1"], "--expired-fraction must be between 0 and 1, not -0.1."),
+        (["--count", "10", "--expired-fraction", "1.5"], "--expired-fraction must be between 0 and 1, not 1.5."),
+        (["--count", "10", "--expired-fraction", "nan"], "--expired-fraction must be between 0 and 1, not nan."),
+        (["--count", "10", "--expired-fraction", "abc"], "--expired-fraction must be a number between 0 and 1, not 'abc'."),
+        (["--count", "10", "--agents", "0"], "--agents must be at least 1, not 0."),
+        (["--count", "10", "--users", "-1"], "--users must be at least 1, not -1."),
+        (["--count", "10", "--agents", "11"], "--agents (11) cannot exceed --count (10)"),
+        (["--count", "10", "--users", "20"], "--users (20) cannot exceed --count (10)"),
+        (["--count", "10", "--batch-size", "0"], "--batch-size must be at least 1, not 0."),
+        (["--count", "ten"], "invalid int value: 'ten'"),
+        ([], "the following arguments are required: --count"),
+    ],
+)
+def test_bad_options_are_refused(args, message):
+    with pytest.raises(CommandError) as excinfo:
+        seed(*args)
+
+    assert message in str(excinfo.value)
+    assert Session.objects.count() == 0
+
+
+def test_service_rejects_bad_values():
+    with pytest.raises(ValueError):
+        seeding.session_seed(count=0, now=NOW)
+    with pytest.raises(ValueError):
+        seeding.session_seed(count=5, now=NOW, expired_fraction=2)
+    with pytest.raises(ValueError):
+        seeding.session_seed(count=5, now=NOW, batch_size=0)
+    assert Session.objects.count() == 0
+
+
+def _plain_indexes():
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = %s ORDER BY indexname",
+            [Session._meta.db_table],
+        )
+        return cursor.fetchall()
+
+
+@pytest.mark.postgres
+def test_large_load_rebuilds_indexes_identically(frozen, monkeypatch):
+    before = _plain_indexes()
+    monkeypatch.setattr(seeding, "INDEX_REBUILD_MIN_ROWS", 10)
+
+    seed("--count", "500", "--batch-size", "100")
+
+    assert _plain_indexes() == before
+    assert len(before) >= 7
+    assert Session.objects.count() == 500
+    assert Session.objects.expired(frozen).count() == 100
+    for session in Session.objects.select_related("timeout_config"):
+        assert_follows_timing_rules(session, now=frozen)
