@@ -73,7 +73,11 @@ class SeedResult:
 
 def seed_timeouts() -> list[tuple[policy.Timeout, int]]:
     """Return the weighted timeout configurations valid under the current limits."""
-    valid = [(timeout, weight) for timeout, weight in SEED_TIMEOUTS if not policy.timeout_violations(timeout)]
+    valid = [
+        (timeout, weight)
+        for timeout, weight in SEED_TIMEOUTS
+        if not policy.timeout_violations(timeout)
+    ]
     default = policy.default_timeout()
     if all(timeout != default for timeout, _ in valid):
         valid.append((default, 40))
@@ -205,7 +209,9 @@ def _secondary_indexes_rebuilt(cursor):
         cursor.execute(definition)
 
 
-def _copy_postgresql(batches: Iterator[list[tuple]], *, count: int, now: datetime, on_progress) -> None:
+def _copy_postgresql(
+    batches: Iterator[list[tuple]], *, count: int, now: datetime, on_progress
+) -> None:
     """Stream the rows through one ``COPY ... FROM STDIN`` (psycopg 3).
 
     A large load into a smaller table rebuilds the secondary indexes once at
@@ -216,8 +222,15 @@ def _copy_postgresql(batches: Iterator[list[tuple]], *, count: int, now: datetim
     columns = ", ".join(
         quote(Session._meta.get_field(name).column)
         for name in (
-            "session_id", "agent_id", "user_id", "metadata", "created_at",
-            "last_activity", "expires_at", "renewal_count", "timeout_config",
+            "session_id",
+            "agent_id",
+            "user_id",
+            "metadata",
+            "created_at",
+            "last_activity",
+            "expires_at",
+            "renewal_count",
+            "timeout_config",
         )
     )
     statement = f"COPY {quote(Session._meta.db_table)} ({columns}) FROM STDIN"
@@ -232,9 +245,15 @@ def _copy_postgresql(batches: Iterator[list[tuple]], *, count: int, now: datetim
                     for sid, agent, user, meta, created, last, expires, renewals, pk in batch:
                         write_row(
                             (
-                                sid, agent, user, metadata[meta],
-                                now + created * ms, now + last * ms, now + expires * ms,
-                                renewals, pk,
+                                sid,
+                                agent,
+                                user,
+                                metadata[meta],
+                                now + created * ms,
+                                now + last * ms,
+                                now + expires * ms,
+                                renewals,
+                                pk,
                             )
                         )
                     done += len(batch)

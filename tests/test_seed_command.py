@@ -15,7 +15,9 @@ from sessions_admin.models import Session, TimeoutConfig
 pytestmark = pytest.mark.django_db
 
 NOW = datetime(2026, 3, 14, 15, 9, 26, 535_897, tzinfo=UTC)
-SUMMARY = re.compile(r"^Seeded (?P<count>[\d,]+) sessions \((?P<expired>[\d,]+) expired\) in \d+\.\d s\.\n$")
+SUMMARY = re.compile(
+    r"^Seeded (?P<count>[\d,]+) sessions \((?P<expired>[\d,]+) expired\) in \d+\.\d s\.\n$"
+)
 
 
 class TtyStringIO(StringIO):
@@ -82,7 +84,10 @@ def test_mix_is_realistic(frozen):
     seed("--count", "2000")
 
     sessions = list(Session.objects.select_related("timeout_config"))
-    statuses = {policy.status_of(s.expires_at, s.timeout_config.warning_threshold_minutes, now=frozen) for s in sessions}
+    statuses = {
+        policy.status_of(s.expires_at, s.timeout_config.warning_threshold_minutes, now=frozen)
+        for s in sessions
+    }
     assert statuses == {policy.STATUS_ACTIVE, policy.STATUS_NEAR_EXPIRATION, policy.STATUS_EXPIRED}
     assert {s.timeout_config.auto_renew for s in sessions} == {True, False}
     assert len({s.timeout_config_id for s in sessions}) >= 5
@@ -110,7 +115,11 @@ def test_timeout_configs_are_valid_and_shared(frozen):
 
 
 def test_configs_outside_the_current_limits_are_skipped(frozen, settings):
-    settings.SESSIONS_TIMEOUTS = {**settings.SESSIONS_TIMEOUTS, "MIN_TIMEOUT_MINUTES": 30, "MAX_TIMEOUT_MINUTES": 60}
+    settings.SESSIONS_TIMEOUTS = {
+        **settings.SESSIONS_TIMEOUTS,
+        "MIN_TIMEOUT_MINUTES": 30,
+        "MAX_TIMEOUT_MINUTES": 60,
+    }
 
     seed("--count", "200")
 
@@ -122,7 +131,14 @@ def test_configs_outside_the_current_limits_are_skipped(frozen, settings):
 
 @pytest.mark.parametrize(
     ("count", "fraction", "expired"),
-    [(10, "0", 0), (10, "1", 10), (7, "0.5", 4), (3, "0.2", 1), (1, "0.2", 0), (1000, "0.123", 123)],
+    [
+        (10, "0", 0),
+        (10, "1", 10),
+        (7, "0.5", 4),
+        (3, "0.2", 1),
+        (1, "0.2", 0),
+        (1000, "0.123", 123),
+    ],
 )
 def test_expired_fraction_is_exact(frozen, count, fraction, expired):
     output = seed("--count", str(count), "--expired-fraction", fraction)
@@ -154,7 +170,10 @@ def test_progress_bar_on_a_terminal(frozen):
     progress, summary = out.getvalue().split("\n", 1)
     frames = re.findall(r"\r\[([#-]{30})\] +(\d+)% ([\d,]+)/100", progress)
     assert [(percent, done) for _, percent, done in frames] == [
-        ("30", "30"), ("60", "60"), ("90", "90"), ("100", "100"),
+        ("30", "30"),
+        ("60", "60"),
+        ("90", "90"),
+        ("100", "100"),
     ]
     assert frames[-1][0] == "#" * 30
     assert SUMMARY.match(summary) and summary.startswith("Seeded 100 sessions (20 expired)")
@@ -180,10 +199,22 @@ def test_verbosity_zero_prints_nothing(frozen):
     [
         (["--count", "0"], "--count must be at least 1, not 0."),
         (["--count", "-5"], "--count must be at least 1, not -5."),
-        (["--count", "10", "--expired-fraction", "-0.1"], "--expired-fraction must be between 0 and 1, not -0.1."),
-        (["--count", "10", "--expired-fraction", "1.5"], "--expired-fraction must be between 0 and 1, not 1.5."),
-        (["--count", "10", "--expired-fraction", "nan"], "--expired-fraction must be between 0 and 1, not nan."),
-        (["--count", "10", "--expired-fraction", "abc"], "--expired-fraction must be a number between 0 and 1, not 'abc'."),
+        (
+            ["--count", "10", "--expired-fraction", "-0.1"],
+            "--expired-fraction must be between 0 and 1, not -0.1.",
+        ),
+        (
+            ["--count", "10", "--expired-fraction", "1.5"],
+            "--expired-fraction must be between 0 and 1, not 1.5.",
+        ),
+        (
+            ["--count", "10", "--expired-fraction", "nan"],
+            "--expired-fraction must be between 0 and 1, not nan.",
+        ),
+        (
+            ["--count", "10", "--expired-fraction", "abc"],
+            "--expired-fraction must be a number between 0 and 1, not 'abc'.",
+        ),
         (["--count", "10", "--agents", "0"], "--agents must be at least 1, not 0."),
         (["--count", "10", "--users", "-1"], "--users must be at least 1, not -1."),
         (["--count", "10", "--agents", "11"], "--agents (11) cannot exceed --count (10)"),

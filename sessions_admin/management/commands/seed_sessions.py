@@ -13,7 +13,9 @@ def _fraction(raw: str) -> float:
     try:
         return float(raw)
     except ValueError:
-        raise CommandError(f"--expired-fraction must be a number between 0 and 1, not {raw!r}.") from None
+        raise CommandError(
+            f"--expired-fraction must be a number between 0 and 1, not {raw!r}."
+        ) from None
 
 
 class Command(BaseCommand):
@@ -24,7 +26,9 @@ class Command(BaseCommand):
     requires_system_checks = []
 
     def add_arguments(self, parser):
-        parser.add_argument("--count", type=int, required=True, help="Number of sessions to create.")
+        parser.add_argument(
+            "--count", type=int, required=True, help="Number of sessions to create."
+        )
         parser.add_argument(
             "--expired-fraction",
             type=_fraction,
@@ -50,7 +54,9 @@ class Command(BaseCommand):
             help=f"Rows per batch (default {seeding.DEFAULT_BATCH_SIZE}).",
         )
 
-    def handle(self, *args, count, expired_fraction, agents, users, batch_size, verbosity, **options):
+    def handle(
+        self, *args, count, expired_fraction, agents, users, batch_size, verbosity, **options
+    ):
         self._validate(count, expired_fraction, agents, users, batch_size)
         show_progress = verbosity > 0 and self.stdout.isatty()
         started = time.monotonic()
