@@ -20,6 +20,8 @@ from sessions_admin.exceptions import (
     SessionRenewalFailed,
 )
 from sessions_admin.models import Session, TimeoutConfig
+from sessions_admin.pruning import retry_if_config_pruned
+from sessions_admin.pruning import session_prune_expired as session_prune_expired
 
 
 def _validated(timeout: policy.Timeout) -> policy.Timeout:
@@ -46,6 +48,7 @@ def _ensure_active(session: Session, *, now: datetime) -> None:
         raise SessionExpired(session.session_id, session.expires_at)
 
 
+@retry_if_config_pruned
 def session_create(
     *,
     agent_id: UUID,
@@ -105,6 +108,7 @@ def session_renew(*, session_id: UUID) -> tuple[Session, datetime]:
     return _record_activity(session_id, force_renew=True)
 
 
+@retry_if_config_pruned
 def session_update_timeout(*, session_id: UUID, changes: dict) -> tuple[Session, datetime]:
     """Replace the given timeout fields, keep the rest, and recompute the expiry from ``now``.
 
