@@ -103,10 +103,19 @@ class StrictBooleanField(serializers.ChoiceField):
         return super().to_internal_value(data) == "true"
 
 
-class SessionListQuerySerializer(serializers.Serializer):
-    """Query parameters of ``GET /sessions``; anything unknown is rejected."""
+class QueryIntegerField(serializers.IntegerField):
+    """A query-string integer written with digits only (no sign, blanks, fraction or exponent)."""
 
-    limit = serializers.IntegerField(min_value=1, max_value=1000, default=100)
+    def to_internal_value(self, data):
+        if not (isinstance(data, str) and data.isascii() and data.isdigit()):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class SessionListQuerySerializer(serializers.Serializer):
+    """Query parameters of ``GET /sessions``; anything unknown, blank or repeated is rejected."""
+
+    limit = QueryIntegerField(min_value=1, max_value=1000, default=100)
     cursor = serializers.CharField(required=False, max_length=2000, trim_whitespace=False)
     agentId = serializers.UUIDField(required=False)
     userId = serializers.UUIDField(required=False)
@@ -115,12 +124,23 @@ class SessionListQuerySerializer(serializers.Serializer):
     autoRenew = StrictBooleanField(required=False)
     ordering = serializers.ChoiceField(choices=ORDERING_CHOICES, default=DEFAULT_ORDERING)
 
-    def validate(self, attrs):
-        unknown = sorted(set(self.initial_data) - set(self.fields))
-        if unknown:
-            raise serializers.ValidationError(
-                {name: ["Unknown query parameter"] for name in unknown}
-            )
+    def to_internal_value(self, data):
+        problems = {name: ["Unknown query parameter"] for name in data if name not in self.fields}
+        if hasattr(data, "lists"):
+            problems |= {
+                name: ["Give this query parameter once"]
+                for name, values in data.lists()
+                if len(values) > 1 and name in self.fields
+            }
+            # A plain dict, so that DRF validates blank values instead of
+            # treating them as absent (its rule for HTML form input).
+            data = data.dict()
+        try:
+            attrs = super().to_internal_value(data)
+        except serializers.ValidationError as exc:
+            raise serializers.ValidationError({**exc.detail, **problems}) from None
+        if problems:
+            raise serializers.ValidationError(problems)
         return attrs
 
     def filters(self) -> SessionFilters:
