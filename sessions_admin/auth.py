@@ -9,6 +9,7 @@ HTTP Basic.
 import hmac
 
 from django.conf import settings
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import exceptions
 from rest_framework.authentication import BaseAuthentication
 from rest_framework.permissions import BasePermission
@@ -91,3 +92,21 @@ class ClientAccess(BasePermission):
             return True
         _reject_bad_key(request)
         return False
+
+
+class ApiKeyScheme(OpenApiAuthenticationExtension):
+    """Describe ``X-API-KEY`` in the OpenAPI schema."""
+
+    target_class = ApiKeyAuthentication
+    name = "ApiKeyAuth"
+
+    def get_security_definition(self, auto_schema):
+        return {
+            "type": "apiKey",
+            "in": "header",
+            "name": "X-API-KEY",
+            "description": (
+                "SESSIONS_API_KEY (client routes, when set) or SESSIONS_ADMIN_API_KEY "
+                "(every route, including the admin list)"
+            ),
+        }

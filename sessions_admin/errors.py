@@ -11,6 +11,7 @@ from django.db import DatabaseError, InterfaceError, OperationalError
 from django.http import Http404, JsonResponse
 from rest_framework import exceptions as drf
 from rest_framework.response import Response
+from rest_framework.settings import api_settings
 from rest_framework.views import set_rollback
 
 from sessions_admin import policy
@@ -63,7 +64,9 @@ def error_body(code: str, message: str, details: dict | None = None) -> dict:
     }
 
 
-def error_json_response(status: int, message: str, details: dict | None = None, code: str | None = None):
+def error_json_response(
+    status: int, message: str, details: dict | None = None, code: str | None = None
+):
     """A plain Django ``JsonResponse`` carrying the envelope (for use outside DRF)."""
     return JsonResponse(
         error_body(code or CODE_FOR_STATUS.get(status, "ERROR"), message, details), status=status
@@ -75,8 +78,10 @@ def _flatten(detail, prefix: str = "") -> dict[str, list[str]]:
     if isinstance(detail, dict):
         flat = {}
         for key, value in detail.items():
-            name = key if key != "non_field_errors" else "body"
-            flat.update(_flatten(value, f"{prefix}.{name}" if prefix else name))
+            if key == api_settings.NON_FIELD_ERRORS_KEY:
+                flat.update(_flatten(value, prefix or "body"))
+            else:
+                flat.update(_flatten(value, f"{prefix}.{key}" if prefix else key))
         return flat
     if isinstance(detail, list):
         if all(not isinstance(item, (dict, list)) for item in detail):
@@ -89,10 +94,12 @@ def _flatten(detail, prefix: str = "") -> dict[str, list[str]]:
 
 
 def _validation_message(fields: dict[str, list[str]]) -> str:
+    """The first problem, naming its field (messages that already name it are kept as they are)."""
     field, messages = next(iter(fields.items()))
-    if field == "body":
-        return messages[0]
-    return f"Invalid value for field '{field}': {messages[0]}"
+    message = messages[0] if messages else "Invalid request"
+    if field == "body" or f"'{field}'" in message:
+        return message
+    return f"Invalid value for field '{field}': {message}"
 
 
 def api_exception_handler(exc, context):
@@ -103,10 +110,12 @@ def api_exception_handler(exc, context):
         exc = drf.PermissionDenied()
 
     if isinstance(exc, SessionError):
-        status = next(
-            code for cls, code in STATUS_FOR_DOMAIN_ERROR.items() if isinstance(exc, cls)
-        )
-        return Response(error_body(exc.code, exc.message, exc.details), status=status)
+        status = next(code for cls, code in STATUS_FOR_DOMAIN_ERROR.items() if isinstance(exc, cls))
+        details = dict(exc.details)
+        if isinstance(exc, InvalidInput):
+            details["fields"] = {exc.field: [exc.message]}
+        set_rollback()
+        return Response(error_body(exc.code, exc.message, details), status=status)
 
     if isinstance(exc, RequestDataTooBig):
         return Response(
@@ -114,14 +123,13 @@ def api_exception_handler(exc, context):
         )
 
     if isinstance(exc, (OperationalError, InterfaceError)) or (
-        isinstance(exc, DatabaseError) and not isinstance(exc, drf.APIException)
+        isinstance(exc, DatabaseError)
+        and not isinstance(exc, drf.APIException)
         and "connection" in str(exc).lower()
     ):
         logger.warning("Database unavailable: %s", exc)
         set_rollback()
-        return Response(
-            error_body("SERVICE_UNAVAILABLE", DATABASE_UNAVAILABLE), status=503
-        )
+        return Response(error_body("SERVICE_UNAVAILABLE", DATABASE_UNAVAILABLE), status=503)
 
     if not isinstance(exc, drf.APIException):
         return None

@@ -1,8 +1,10 @@
 """Keep every response under ``/api/`` in the error envelope, even outside DRF views."""
 
+import io
 import logging
 
 from django.conf import settings
+from django.core.handlers.wsgi import LimitedStream
 from django.db import InterfaceError, OperationalError
 
 from sessions_admin.errors import DATABASE_UNAVAILABLE, error_json_response
@@ -10,6 +12,23 @@ from sessions_admin.errors import DATABASE_UNAVAILABLE, error_json_response
 logger = logging.getLogger(__name__)
 
 API_PREFIX = "/api/"
+# A refused body is read and dropped up to this size before the 413 goes out:
+# closing a socket with unread data makes the kernel reset the connection, and
+# the client, still sending, never sees the 413. Larger bodies are cut off.
+DRAIN_MAX_BYTES = 16 * 1024 * 1024
+
+
+def _drain(request, max_bytes: int) -> None:
+    stream = request.environ.get("wsgi.input")
+    remaining = max_bytes
+    try:
+        while stream is not None and remaining > 0:
+            chunk = stream.read(min(65536, remaining))
+            if not chunk:
+                break
+            remaining -= len(chunk)
+    except Exception:  # a client that hangs up or lies about its length: nothing to save
+        logger.debug("Stopped draining a refused request body", exc_info=True)
 
 
 class ApiErrorMiddleware:
@@ -28,20 +47,41 @@ class ApiErrorMiddleware:
         return self._envelope(request, response)
 
     def _check_body_size(self, request):
-        raw = request.META.get("CONTENT_LENGTH") or "0"
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        raw = request.META.get("CONTENT_LENGTH") or ""
+        if not raw and "chunked" in request.META.get("HTTP_TRANSFER_ENCODING", "").lower():
+            return self._buffer_chunked_body(request, limit)
         try:
-            length = int(raw)
+            length = int(raw or "0")
         except ValueError:
             return error_json_response(400, "Content-Length header is not an integer")
         if length < 0:
             return error_json_response(400, "Content-Length header is negative")
-        if length > settings.DATA_UPLOAD_MAX_MEMORY_SIZE:
-            return error_json_response(
-                413,
-                "Request body is larger than 1 MB",
-                {"maxBytes": settings.DATA_UPLOAD_MAX_MEMORY_SIZE, "contentLength": length},
-            )
+        if length > limit:
+            _drain(request, min(length, DRAIN_MAX_BYTES))
+            return self._too_large(limit, length)
         return None
+
+    def _buffer_chunked_body(self, request, limit):
+        """Read a chunked body (no Content-Length) up to the limit and hand it on as a sized one.
+
+        Django reads only ``Content-Length`` bytes, so without this a chunked
+        body would be silently ignored, however large.
+        """
+        body = request.environ["wsgi.input"].read(limit + 1)
+        if len(body) > limit:
+            _drain(request, DRAIN_MAX_BYTES - len(body))
+            return self._too_large(limit, None)
+        request.META["CONTENT_LENGTH"] = str(len(body))
+        request._stream = LimitedStream(io.BytesIO(body), len(body))
+        return None
+
+    @staticmethod
+    def _too_large(limit, length):
+        details = {"maxBytes": limit}
+        if length is not None:
+            details["contentLength"] = length
+        return error_json_response(413, "Request body is larger than 1 MB", details)
 
     def _envelope(self, request, response):
         if response.status_code < 400 or response.get("Content-Type", "").startswith(

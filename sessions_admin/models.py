@@ -122,10 +122,7 @@ class SessionQuerySet(models.QuerySet):
 
     @staticmethod
     def near_expiration_q(now: datetime) -> Q:
-        # In whole milliseconds, as policy.is_near_expiration counts them: at
-        # least 1 ms left, and at most the threshold (below threshold + 1 ms).
-        soon = now + policy.ONE_MS
-        return Q(expires_at__gte=soon) & Q(expires_at__lt=_warning_starts_at(soon))
+        return Q(expires_at__gt=now) & Q(expires_at__lte=_warning_starts_at(now))
 
     def active(self, now: datetime):
         return self.filter(self.active_q(now))

@@ -1,8 +1,21 @@
-"""API representations. Field names follow the elizaOS Sessions API (camelCase)."""
+"""API representations. Field names follow the elizaOS Sessions API (camelCase).
 
+Input serializers reject, never clamp: every field has one JSON type (numeric
+strings such as ``"60"`` are also accepted for integers), unknown fields are
+errors, and each error message names the field by its path
+(``timeoutConfig.timeoutMinutes``).
+"""
+
+import json
+import math
+import re
+from collections.abc import Mapping
 from datetime import datetime
 
+from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator
 from rest_framework import serializers
+from rest_framework.settings import api_settings
 
 from sessions_admin import policy
 from sessions_admin.models import Session
@@ -39,7 +52,7 @@ def session_info(session: Session, *, now: datetime) -> dict:
 
 
 class TimeoutConfigSerializer(serializers.Serializer):
-    """Current timeout configuration (schema of ``SessionInfo.timeoutConfig``)."""
+    """Current timeout configuration"""
 
     timeoutMinutes = serializers.IntegerField(help_text="Inactivity timeout in minutes")
     autoRenew = serializers.BooleanField(help_text="Whether auto-renewal is enabled")
@@ -50,10 +63,9 @@ class TimeoutConfigSerializer(serializers.Serializer):
 
 
 class SessionInfoSerializer(serializers.Serializer):
-    """Complete session information with status and timeout details.
+    """Complete session information with status and timeout details"""
 
-    Needs ``now`` in its context: every derived field uses that one instant.
-    """
+    # Needs ``now`` in its context: every derived field uses that one instant.
 
     sessionId = serializers.CharField(help_text="Unique session identifier")
     agentId = serializers.UUIDField(help_text="UUID of the agent")
@@ -82,7 +94,7 @@ class SessionStatsSerializer(serializers.Serializer):
 
 
 class SessionListSerializer(serializers.Serializer):
-    """The list response: the seed's shape plus ``limit`` and ``nextCursor``."""
+    """One page of sessions: the seed's shape plus limit and nextCursor"""
 
     sessions = SessionInfoSerializer(many=True)
     total = serializers.IntegerField(help_text="Total number of active sessions")
@@ -155,7 +167,7 @@ class SessionListQuerySerializer(serializers.Serializer):
 
 
 class HealthSerializer(serializers.Serializer):
-    """``GET /sessions/health``. When unhealthy (503) the error envelope fields are added."""
+    """Health of the sessions service and its database"""
 
     status = serializers.ChoiceField(choices=["healthy", "unhealthy"])
     activeSessions = serializers.IntegerField(
@@ -164,5 +176,354 @@ class HealthSerializer(serializers.Serializer):
     expiringSoon = serializers.IntegerField(
         required=False, help_text="Active sessions within their warning threshold"
     )
-    timestamp = serializers.CharField(help_text="When the check ran (ISO 8601, UTC)")
+    timestamp = serializers.DateTimeField(help_text="When the check ran (UTC)")
     database = serializers.ChoiceField(choices=["ok", "unreachable"])
+
+
+# -- input --------------------------------------------------------------------
+
+UUID_PATTERN = re.compile(
+    r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.IGNORECASE
+)
+_INTEGER_STRING = re.compile(r"-?[0-9]{1,15}")
+# An escaped NUL inside a JSON string: an odd run of backslashes, then u0000.
+_ESCAPED_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
+METADATA_MAX_DEPTH = 32
+CEILING_MINUTES = 20160
+
+
+def field_path(field: serializers.Field) -> str:
+    """Return the dotted path of ``field`` from the root serializer, e.g. ``timeoutConfig.autoRenew``."""
+    names = []
+    node = field
+    while node is not None and node.field_name:
+        names.append(node.field_name)
+        node = node.parent
+    return ".".join(reversed(names)) or "body"
+
+
+class NamedErrorsMixin:
+    """Let error messages say ``{field}``: the field's dotted path."""
+
+    def fail(self, key, **kwargs):
+        return super().fail(key, field=field_path(self), **kwargs)
+
+
+class SessionUUIDField(NamedErrorsMixin, serializers.UUIDField):
+    """A UUID in its canonical 36-character text form, given as a JSON string."""
+
+    default_error_messages = {
+        "required": "Field '{field}' is required",
+        "null": "Field '{field}' must be a string",
+        "not_a_string": "Field '{field}' must be a string",
+        "invalid": "Invalid UUID format for field '{field}'",
+    }
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("not_a_string")
+        if not UUID_PATTERN.fullmatch(data):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class WholeMinutesField(NamedErrorsMixin, serializers.IntegerField):
+    """Whole minutes: a JSON integer or a numeric string such as ``"60"``; never a fraction.
+
+    ``min_value``/``max_value`` document the static bounds; the checks
+    themselves, including the ones between fields, are ``policy.timeout_violations``.
+    """
+
+    default_error_messages = {
+        "null": "Field '{field}' must be an integer",
+        "invalid": "Field '{field}' must be a whole number of minutes",
+        "out_of_range": "Field '{field}' must be between {low} and {high}",
+    }
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.validators = [
+            v for v in self.validators if not isinstance(v, (MinValueValidator, MaxValueValidator))
+        ]
+
+    def to_internal_value(self, data):
+        if isinstance(data, bool):
+            self.fail("invalid")
+        if isinstance(data, int):
+            value = data
+        elif isinstance(data, float) and math.isfinite(data) and data.is_integer():
+            value = int(data)  # 60.0: the same JSON number as 60
+        elif isinstance(data, str) and _INTEGER_STRING.fullmatch(data):
+            value = int(data)
+        else:
+            self.fail("invalid")
+        low = self.min_value if self.min_value is not None else -math.inf
+        high = self.max_value if self.max_value is not None else math.inf
+        if not low <= value <= high:
+            self.fail("out_of_range", low=self.min_value, high=self.max_value)
+        return value
+
+
+class JSONBooleanField(NamedErrorsMixin, serializers.BooleanField):
+    """``true`` or ``false`` as JSON booleans; not ``"true"``, ``1`` or ``null``."""
+
+    default_error_messages = {
+        "null": "Field '{field}' must be a JSON boolean (true or false)",
+        "invalid": "Field '{field}' must be a JSON boolean (true or false)",
+    }
+
+    def to_internal_value(self, data):
+        if not isinstance(data, bool):
+            self.fail("invalid")
+        return data
+
+
+class MetadataField(NamedErrorsMixin, serializers.DictField):
+    """A JSON object of at most ``SESSIONS_METADATA_MAX_BYTES`` UTF-8 bytes, serialized."""
+
+    default_error_messages = {
+        "null": "Field '{field}' must be a JSON object",
+        "not_a_dict": "Field '{field}' must be a JSON object",
+        "too_deep": "Field '{field}' is nested more than {depth} levels deep",
+        "nul": "Field '{field}' must not contain NUL characters (\\u0000)",
+        "unicode": "Field '{field}' contains text that is not valid Unicode (a lone surrogate)",
+        "not_finite": "Field '{field}' must not contain numbers outside the finite range",
+        "too_large": "Field '{field}' is {size} bytes serialized; the limit is {limit} bytes",
+    }
+
+    def to_internal_value(self, data):
+        if not isinstance(data, dict):
+            self.fail("not_a_dict")
+        if _depth(data) > METADATA_MAX_DEPTH:
+            self.fail("too_deep", depth=METADATA_MAX_DEPTH)
+        try:
+            serialized = json.dumps(
+                data, ensure_ascii=False, separators=(",", ":"), allow_nan=False
+            )
+            size = len(serialized.encode("utf-8"))
+        except UnicodeEncodeError:
+            self.fail("unicode")
+        except ValueError:  # 1e999 parses as infinity
+            self.fail("not_finite")
+        # PostgreSQL's jsonb refuses \u0000; refuse it on every backend alike.
+        if _ESCAPED_NUL.search(serialized):
+            self.fail("nul")
+        limit = settings.SESSIONS_METADATA_MAX_BYTES
+        if size > limit:
+            self.fail("too_large", size=size, limit=limit)
+        return data
+
+
+def _depth(value) -> int:
+    """Nesting depth of a JSON value, without recursion (``{}`` is 1, a scalar 0)."""
+    deepest = 0
+    stack = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        children = (
+            node.values() if isinstance(node, dict) else node if isinstance(node, list) else None
+        )
+        if children is None:
+            continue
+        deepest = max(deepest, depth)
+        if deepest > METADATA_MAX_DEPTH:
+            break
+        stack.extend((child, depth + 1) for child in children)
+    return deepest
+
+
+class StrictObjectSerializer(serializers.Serializer):
+    """A JSON object whose keys must all be fields of the serializer."""
+
+    default_error_messages = {
+        "invalid": "{where} must be a JSON object",
+        "required": "Field '{field}' is required",
+    }
+
+    def _where(self) -> str:
+        return f"Field '{field_path(self)}'" if self.field_name else "Request body"
+
+    def fail(self, key, **kwargs):
+        return super().fail(key, where=self._where(), field=field_path(self), **kwargs)
+
+    def _not_an_object(self):
+        message = self.error_messages["invalid"].format(where=self._where())
+        return serializers.ValidationError({api_settings.NON_FIELD_ERRORS_KEY: [message]})
+
+    def validate_empty_values(self, data):
+        if data is None:  # JSON null, as a body or as a field
+            raise self._not_an_object()
+        return super().validate_empty_values(data)
+
+    def to_internal_value(self, data):
+        if not isinstance(data, Mapping):
+            raise self._not_an_object()
+        prefix = f"{field_path(self)}." if self.field_name else ""
+        errors = {
+            name: [f"Unknown field '{prefix}{name}'"] for name in data if name not in self.fields
+        }
+        try:
+            value = super().to_internal_value(data)
+        except serializers.ValidationError as exc:
+            errors = {**exc.detail, **errors}
+        if errors:
+            raise serializers.ValidationError(errors)
+        return value
+
+
+def _minutes_field(help_text: str, *, low: int, high: int) -> WholeMinutesField:
+    return WholeMinutesField(required=False, min_value=low, max_value=high, help_text=help_text)
+
+
+_LIMITS = settings.SESSIONS_TIMEOUTS
+
+TIMEOUT_FIELDS = {
+    "timeoutMinutes": "timeout_minutes",
+    "autoRenew": "auto_renew",
+    "maxDurationMinutes": "max_duration_minutes",
+    "warningThresholdMinutes": "warning_threshold_minutes",
+}
+
+
+class TimeoutConfigInputSerializer(StrictObjectSerializer):
+    """Any subset of a timeout configuration"""
+
+    timeoutMinutes = _minutes_field(
+        "Inactivity timeout in minutes",
+        low=_LIMITS["MIN_TIMEOUT_MINUTES"],
+        high=_LIMITS["MAX_TIMEOUT_MINUTES"],
+    )
+    autoRenew = JSONBooleanField(required=False, help_text="Whether activity extends the session")
+    maxDurationMinutes = _minutes_field(
+        "Maximum total session duration in minutes (at least timeoutMinutes)",
+        low=_LIMITS["MIN_TIMEOUT_MINUTES"],
+        high=CEILING_MINUTES,
+    )
+    warningThresholdMinutes = _minutes_field(
+        "Minutes before expiration when isNearExpiration turns true (at most timeoutMinutes)",
+        low=1,
+        high=_LIMITS["MAX_TIMEOUT_MINUTES"],
+    )
+
+    def changes(self, data: dict | None = None) -> dict:
+        """The given fields under ``policy.Timeout`` names."""
+        data = self.validated_data if data is None else data
+        return {TIMEOUT_FIELDS[name]: value for name, value in data.items()}
+
+
+def _timeout_errors(timeout: policy.Timeout, given: dict, *, prefix: str = "") -> dict:
+    """Map ``policy.timeout_violations`` to serializer errors, saying when a default was involved."""
+    errors = {}
+    for api_name, message in policy.timeout_violations(timeout):
+        if api_name not in given:
+            value = getattr(timeout, TIMEOUT_FIELDS[api_name])
+            message += f" (not given, so the default {value} applies)"
+        errors[api_name] = [f"Invalid value for field '{prefix}{api_name}': {message}"]
+    return errors
+
+
+class SessionCreateSerializer(StrictObjectSerializer):
+    """A new session: the agent and user it joins, optional metadata and timeout configuration"""
+
+    agentId = SessionUUIDField(help_text="UUID of the agent")
+    userId = SessionUUIDField(help_text="UUID of the user")
+    metadata = MetadataField(
+        required=False,
+        help_text=f"Session metadata: a JSON object of at most {settings.SESSIONS_METADATA_MAX_BYTES} "
+        "bytes serialized (UTF-8)",
+    )
+    timeoutConfig = TimeoutConfigInputSerializer(
+        required=False, help_text="Timeout configuration; fields left out take the server defaults"
+    )
+
+    def validate(self, attrs):
+        given = attrs.get("timeoutConfig", {})
+        timeout = policy.default_timeout().with_changes(
+            **TimeoutConfigInputSerializer().changes(given)
+        )
+        errors = _timeout_errors(timeout, given, prefix="timeoutConfig.")
+        if errors:
+            raise serializers.ValidationError({"timeoutConfig": errors})
+        attrs["timeout"] = timeout
+        return attrs
+
+
+class TimeoutPatchSerializer(TimeoutConfigInputSerializer):
+    """At least one timeout field; the fields left out keep their current values"""
+
+    def validate(self, attrs):
+        if not attrs:
+            raise serializers.ValidationError(
+                "Request body must set at least one of: " + ", ".join(TIMEOUT_FIELDS)
+            )
+        if "timeoutMinutes" in attrs:
+            # The bounds that do not depend on the fields left out; the service checks the rest.
+            probe = policy.Timeout(
+                timeout_minutes=attrs["timeoutMinutes"],
+                auto_renew=True,
+                max_duration_minutes=attrs.get("maxDurationMinutes", CEILING_MINUTES),
+                warning_threshold_minutes=attrs.get("warningThresholdMinutes", 1),
+            )
+            errors = {
+                name: messages
+                for name, messages in _timeout_errors(probe, attrs).items()
+                if name in attrs
+            }
+            if errors:
+                raise serializers.ValidationError(errors)
+        return attrs
+
+
+# -- output -------------------------------------------------------------------
+
+
+class DeletedSessionDataSerializer(serializers.Serializer):
+    sessionId = serializers.UUIDField(help_text="The deleted session's id")
+
+
+class SessionDeletedSerializer(serializers.Serializer):
+    """Confirmation of a deleted session"""
+
+    success = serializers.BooleanField(help_text="Always true")
+    message = serializers.CharField(help_text='"Session <id> deleted successfully"')
+    data = DeletedSessionDataSerializer()
+
+
+ERROR_CODES = [
+    "VALIDATION_ERROR",
+    "UNAUTHORIZED",
+    "FORBIDDEN",
+    "SESSION_NOT_FOUND",
+    "NOT_FOUND",
+    "METHOD_NOT_ALLOWED",
+    "SESSION_EXPIRED",
+    "PAYLOAD_TOO_LARGE",
+    "UNSUPPORTED_MEDIA_TYPE",
+    "SESSION_RENEWAL_FAILED",
+    "RATE_LIMITED",
+    "SERVICE_UNAVAILABLE",
+    "INTERNAL_ERROR",
+]
+
+
+class ErrorSerializer(serializers.Serializer):
+    code = serializers.ChoiceField(choices=ERROR_CODES, help_text="Machine-readable error code")
+    message = serializers.CharField(help_text="Human-readable message; names the field at fault")
+    details = serializers.DictField(
+        help_text="Context: per-field messages under 'fields', 'expiresAt' for an expired session, ..."
+    )
+    timestamp = serializers.DateTimeField(help_text="When the error occurred (UTC)")
+
+
+class ErrorResponseSerializer(serializers.Serializer):
+    """The error envelope that every error under /api/ uses"""
+
+    success = serializers.BooleanField(help_text="Always false")
+    error = ErrorSerializer()
+
+
+class UnhealthySerializer(HealthSerializer):
+    """Health when the database is down: the health fields and the error envelope"""
+
+    success = serializers.BooleanField(help_text="Always false")
+    error = ErrorSerializer()

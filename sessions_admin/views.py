@@ -1,28 +1,89 @@
-"""HTTP views under ``/api/messaging``. Thin: parse, call a selector or service, render."""
+"""HTTP views under ``/api/messaging``. Thin: parse, call a selector or service, render.
+
+Path ids that are not UUIDs answer 404 ``SESSION_NOT_FOUND``: no session has
+such an id, and the answer does not depend on how the id is malformed.
+"""
 
 import logging
+from uuid import UUID
 
 from django.db import DatabaseError
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from sessions_admin import policy, selectors
+from sessions_admin import policy, selectors, services
 from sessions_admin.auth import IsSessionsAdmin
 from sessions_admin.errors import DATABASE_UNAVAILABLE, error_body
+from sessions_admin.exceptions import SessionNotFound
+from sessions_admin.parsers import JSONContentNegotiation, StrictJSONParser
 from sessions_admin.serializers import (
+    UUID_PATTERN,
+    ErrorResponseSerializer,
     HealthSerializer,
+    SessionCreateSerializer,
+    SessionDeletedSerializer,
     SessionInfoSerializer,
     SessionListQuerySerializer,
     SessionListSerializer,
+    TimeoutPatchSerializer,
+    UnhealthySerializer,
 )
 
 logger = logging.getLogger(__name__)
 
+TAGS = ["sessions"]
 
-class SessionCollectionView(APIView):
-    """``/sessions``: list (admin)."""
+
+def _error(description: str) -> OpenApiResponse:
+    return OpenApiResponse(ErrorResponseSerializer, description=description)
+
+
+BAD_REQUEST = _error("VALIDATION_ERROR: invalid field, unknown field or malformed JSON")
+UNAUTHORIZED = _error("UNAUTHORIZED: X-API-KEY missing or wrong (when SESSIONS_API_KEY is set)")
+FORBIDDEN = _error("FORBIDDEN: authenticated, but not allowed")
+NOT_FOUND = _error("SESSION_NOT_FOUND: no session has this id")
+EXPIRED = _error("SESSION_EXPIRED: the session has expired (details.expiresAt)")
+TOO_LARGE = _error("PAYLOAD_TOO_LARGE: request body over 1 MB")
+UNSUPPORTED = _error("UNSUPPORTED_MEDIA_TYPE: the body is not application/json (UTF-8)")
+RATE_LIMITED = _error("RATE_LIMITED: too many requests; see Retry-After")
+UNAVAILABLE = _error("SERVICE_UNAVAILABLE: the database cannot be reached")
+
+COMMON_ERRORS = {401: UNAUTHORIZED, 403: FORBIDDEN, 429: RATE_LIMITED, 503: UNAVAILABLE}
+BODY_ERRORS = {400: BAD_REQUEST, 413: TOO_LARGE, 415: UNSUPPORTED}
+
+SESSION_ID = OpenApiParameter(
+    "sessionId",
+    OpenApiTypes.UUID,
+    OpenApiParameter.PATH,
+    description="Session id. An id that is not a UUID answers 404 SESSION_NOT_FOUND.",
+)
+
+
+SESSION_INFO = OpenApiResponse(SessionInfoSerializer, description="The session as seen now")
+
+
+def _session_id(raw: str) -> UUID:
+    if not UUID_PATTERN.fullmatch(raw):
+        raise SessionNotFound(raw[:100])
+    return UUID(raw)
+
+
+def _session_info(session, now) -> dict:
+    return SessionInfoSerializer(session, context={"now": now}).data
+
+
+class ApiView(APIView):
+    """Base of the API's views: strict UTF-8 JSON in, JSON out whatever ``Accept`` says."""
+
+    parser_classes = [StrictJSONParser]
+    content_negotiation_class = JSONContentNegotiation
+
+
+class SessionCollectionView(ApiView):
+    """``/sessions``: list (admin) and create."""
 
     def get_permissions(self):
         if self.request.method == "GET":
@@ -32,9 +93,19 @@ class SessionCollectionView(APIView):
     @extend_schema(
         operation_id="listSessions",
         summary="List sessions (admin endpoint)",
+        description=(
+            "One page of sessions with the counts. Needs a staff user or the admin API key "
+            "(never open to anonymous callers, unlike the original seed)."
+        ),
         parameters=[SessionListQuerySerializer],
-        responses={200: SessionListSerializer},
-        tags=["sessions"],
+        responses={
+            200: OpenApiResponse(
+                SessionListSerializer, description="Sessions list retrieved successfully"
+            ),
+            400: BAD_REQUEST,
+            **COMMON_ERRORS,
+        },
+        tags=TAGS,
     )
     def get(self, request):
         now = policy.clock()
@@ -62,19 +133,185 @@ class SessionCollectionView(APIView):
             }
         )
 
+    @extend_schema(
+        operation_id="createSession",
+        summary="Create a session",
+        description=(
+            "Starts a session now: expiresAt = min(now + timeoutMinutes, now + maxDurationMinutes). "
+            "Invalid values are rejected, never clamped; unknown fields are rejected."
+        ),
+        request=SessionCreateSerializer,
+        responses={
+            201: OpenApiResponse(SessionInfoSerializer, description="Session created"),
+            **BODY_ERRORS,
+            **COMMON_ERRORS,
+        },
+        tags=TAGS,
+    )
+    def post(self, request):
+        now = policy.clock()
+        body = SessionCreateSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        session = services.session_create(
+            agent_id=body.validated_data["agentId"],
+            user_id=body.validated_data["userId"],
+            metadata=body.validated_data.get("metadata", {}),
+            timeout=body.validated_data["timeout"],
+            now=now,
+        )
+        return Response(
+            _session_info(session, now),
+            status=201,
+            headers={"Location": f"{request.path}/{session.session_id}"},
+        )
 
-class HealthView(APIView):
+
+class SessionDetailView(ApiView):
+    """``/sessions/{sessionId}``: read and delete."""
+
+    @extend_schema(
+        operation_id="getSession",
+        summary="Get a session",
+        description="No side effects. An expired session answers 410 until it is pruned.",
+        parameters=[SESSION_ID],
+        responses={200: SESSION_INFO, 404: NOT_FOUND, 410: EXPIRED, **COMMON_ERRORS},
+        tags=TAGS,
+    )
+    def get(self, request, sessionId):
+        now = policy.clock()
+        session = selectors.session_get(session_id=_session_id(sessionId), now=now)
+        return Response(_session_info(session, now))
+
+    @extend_schema(
+        operation_id="deleteSession",
+        summary="Delete a session",
+        description="Works on expired (not yet pruned) sessions too.",
+        parameters=[SESSION_ID],
+        responses={
+            200: OpenApiResponse(SessionDeletedSerializer, description="Session deleted"),
+            404: NOT_FOUND,
+            **COMMON_ERRORS,
+        },
+        tags=TAGS,
+    )
+    def delete(self, request, sessionId):
+        session_uuid = _session_id(sessionId)
+        services.session_delete(session_id=session_uuid)
+        return Response(
+            {
+                "success": True,
+                "message": f"Session {session_uuid} deleted successfully",
+                "data": {"sessionId": str(session_uuid)},
+            }
+        )
+
+
+class SessionHeartbeatView(ApiView):
+    """``/sessions/{sessionId}/heartbeat``."""
+
+    @extend_schema(
+        operation_id="sendSessionHeartbeat",
+        summary="Record activity on a session",
+        description=(
+            "lastActivity = now. With autoRenew, expiresAt moves to min(now + timeout, cap) when "
+            "that is later, and renewalCount grows by one. Any request body is ignored."
+        ),
+        parameters=[SESSION_ID],
+        request=None,
+        responses={
+            200: SESSION_INFO,
+            404: NOT_FOUND,
+            410: EXPIRED,
+            413: TOO_LARGE,
+            **COMMON_ERRORS,
+        },
+        tags=TAGS,
+    )
+    def post(self, request, sessionId):
+        session, now = services.session_heartbeat(session_id=_session_id(sessionId))
+        return Response(_session_info(session, now))
+
+
+class SessionRenewView(ApiView):
+    """``/sessions/{sessionId}/renew``."""
+
+    @extend_schema(
+        operation_id="renewSession",
+        summary="Renew a session manually",
+        description=(
+            "As a heartbeat with auto-renew, whatever autoRenew says. 422 when the session "
+            "cannot be extended because it reached its maximum duration. Any request body is "
+            "ignored."
+        ),
+        parameters=[SESSION_ID],
+        request=None,
+        responses={
+            200: SESSION_INFO,
+            404: NOT_FOUND,
+            410: EXPIRED,
+            413: TOO_LARGE,
+            422: _error("SESSION_RENEWAL_FAILED: the maximum session duration has been reached"),
+            **COMMON_ERRORS,
+        },
+        tags=TAGS,
+    )
+    def post(self, request, sessionId):
+        session, now = services.session_renew(session_id=_session_id(sessionId))
+        return Response(_session_info(session, now))
+
+
+class SessionTimeoutView(ApiView):
+    """``/sessions/{sessionId}/timeout``."""
+
+    @extend_schema(
+        operation_id="updateSessionTimeout",
+        summary="Change a session's timeout configuration",
+        description=(
+            "Fields left out keep their current values. expiresAt = min(now + timeout, "
+            "createdAt + maxDuration); renewalCount and lastActivity are unchanged."
+        ),
+        parameters=[SESSION_ID],
+        request=TimeoutPatchSerializer,
+        responses={
+            200: SESSION_INFO,
+            404: NOT_FOUND,
+            410: EXPIRED,
+            422: _error("SESSION_RENEWAL_FAILED: the new maximum duration already ended"),
+            **BODY_ERRORS,
+            **COMMON_ERRORS,
+        },
+        tags=TAGS,
+    )
+    def patch(self, request, sessionId):
+        session_uuid = _session_id(sessionId)
+        body = TimeoutPatchSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        session, now = services.session_update_timeout(
+            session_id=session_uuid, changes=body.changes()
+        )
+        return Response(_session_info(session, now))
+
+
+class HealthView(ApiView):
     """``/sessions/health``: counts from one aggregate query; 503 when the database is down."""
 
     authentication_classes = []
     permission_classes = [AllowAny]
+    # Load balancers probe this; a probe must never be rate limited into "unhealthy".
+    throttle_classes = []
 
     @extend_schema(
         operation_id="checkSessionsHealth",
         summary="Health of the sessions service",
-        responses={200: HealthSerializer, 503: HealthSerializer},
+        description="No authentication. 503 (with the error envelope) when the database is down.",
+        responses={
+            200: OpenApiResponse(HealthSerializer, description="Healthy: the database answered"),
+            503: OpenApiResponse(
+                UnhealthySerializer, description="Unhealthy: database unreachable"
+            ),
+        },
         auth=[],
-        tags=["sessions"],
+        tags=TAGS,
     )
     def get(self, request):
         now = policy.clock()

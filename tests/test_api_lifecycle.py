@@ -1,12 +1,15 @@
 """The session lifecycle over HTTP: health, create, read, heartbeat, renew, patch, delete."""
 
-from datetime import timedelta
+import uuid
+from datetime import UTC, datetime, timedelta
 
 import pytest
+import time_machine
 from django.db import OperationalError, connections
 
 from sessions_admin import policy
-from tests.factories import SessionFactory, TimeoutConfigFactory
+from sessions_admin.models import Session, TimeoutConfig
+from tests.factories import SessionFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -63,3 +66,415 @@ def test_health_reports_unreachable_database(api_client, database_down):
     assert body["timestamp"].endswith("Z")
     assert body["success"] is False
     assert body["error"]["code"] == "SERVICE_UNAVAILABLE"
+
+
+# -- helpers ------------------------------------------------------------------
+
+T0 = datetime(2026, 11, 27, 10, 0, 0, 123456, tzinfo=UTC)
+AGENT = "3c90c3cc-0d44-4b50-8888-8dd25736052a"
+USER = "0b6e7f49-5c55-4a4c-9d0e-2f7c1c3f9a11"
+
+
+def iso(value: datetime) -> str:
+    return policy.format_datetime(value)
+
+
+@pytest.fixture
+def clock():
+    """Freeze the clock at ``T0``; ``clock.shift(minutes=...)`` moves it."""
+    with time_machine.travel(T0, tick=False) as traveller:
+        yield traveller
+
+
+def create(api_client, **body):
+    body = {"agentId": AGENT, "userId": USER, **body}
+    response = api_client.post(BASE, body, format="json")
+    assert response.status_code == 201, response.json()
+    return response.json()
+
+
+def session_url(session_id, action: str = "") -> str:
+    return f"{BASE}/{session_id}" + (f"/{action}" if action else "")
+
+
+# -- create -------------------------------------------------------------------
+
+
+def test_create_returns_full_session_info(api_client, clock):
+    response = api_client.post(BASE, {"agentId": AGENT, "userId": USER}, format="json")
+    body = response.json()
+    assert response.status_code == 201, body
+    assert response["Location"] == session_url(body["sessionId"])
+    assert body == {
+        "sessionId": body["sessionId"],
+        "agentId": AGENT,
+        "userId": USER,
+        "createdAt": iso(T0),
+        "lastActivity": iso(T0),
+        "metadata": {},
+        "expiresAt": iso(T0 + timedelta(minutes=30)),
+        "timeoutConfig": {
+            "timeoutMinutes": 30,
+            "autoRenew": True,
+            "maxDurationMinutes": 720,
+            "warningThresholdMinutes": 5,
+        },
+        "renewalCount": 0,
+        "timeRemaining": 30 * 60_000,
+        "isNearExpiration": False,
+    }
+    assert uuid.UUID(body["sessionId"]).version == 4
+    stored = Session.objects.get(pk=body["sessionId"])
+    assert stored.expires_at == T0 + timedelta(minutes=30)
+    assert stored.created_at == stored.last_activity == T0
+
+
+def test_create_with_metadata_and_timeout_config(api_client, clock):
+    body = create(
+        api_client,
+        metadata={"platform": "web", "nested": {"tags": ["a", "é"]}, "n": 1.5},
+        timeoutConfig={
+            "timeoutMinutes": "60",  # numeric strings are accepted
+            "autoRenew": False,
+            "maxDurationMinutes": 60,
+            "warningThresholdMinutes": 10,
+        },
+    )
+    assert body["metadata"] == {"platform": "web", "nested": {"tags": ["a", "é"]}, "n": 1.5}
+    assert body["timeoutConfig"] == {
+        "timeoutMinutes": 60,
+        "autoRenew": False,
+        "maxDurationMinutes": 60,
+        "warningThresholdMinutes": 10,
+    }
+    # min(now + timeout, createdAt + maxDuration): both 60 minutes here.
+    assert body["expiresAt"] == iso(T0 + timedelta(minutes=60))
+
+
+def test_create_partial_timeout_config_takes_defaults_for_the_rest(api_client, clock):
+    body = create(api_client, timeoutConfig={"timeoutMinutes": 45})
+    assert body["timeoutConfig"] == {
+        "timeoutMinutes": 45,
+        "autoRenew": True,
+        "maxDurationMinutes": 720,
+        "warningThresholdMinutes": 5,
+    }
+    assert body["expiresAt"] == iso(T0 + timedelta(minutes=45))
+
+
+def test_creates_share_one_timeout_config_row(api_client, clock):
+    create(api_client)
+    create(api_client)
+    create(api_client, timeoutConfig={"timeoutMinutes": 45})
+    assert Session.objects.count() == 3
+    assert TimeoutConfig.objects.count() == 2
+
+
+# -- get ----------------------------------------------------------------------
+
+
+def test_get_derives_fields_from_one_now_without_side_effects(api_client, clock):
+    created = create(api_client)
+    clock.shift(timedelta(minutes=26, milliseconds=1))
+    before = Session.objects.values().get(pk=created["sessionId"])
+    response = api_client.get(session_url(created["sessionId"]))
+    body = response.json()
+    assert response.status_code == 200, body
+    remaining = 4 * 60_000 - 1
+    assert body["timeRemaining"] == remaining
+    assert body["isNearExpiration"] is True
+    assert body["lastActivity"] == iso(T0)
+    assert body["renewalCount"] == 0
+    assert Session.objects.values().get(pk=created["sessionId"]) == before
+
+
+def test_near_expiration_boundary_is_inclusive(api_client, clock):
+    created = create(api_client)
+    clock.shift(timedelta(minutes=25))  # exactly the 5-minute warning threshold left
+    body = api_client.get(session_url(created["sessionId"])).json()
+    assert body["timeRemaining"] == 5 * 60_000
+    assert body["isNearExpiration"] is True
+    clock.shift(timedelta(milliseconds=-1))
+    body = api_client.get(session_url(created["sessionId"])).json()
+    assert body["timeRemaining"] == 5 * 60_000 + 1
+    assert body["isNearExpiration"] is False
+
+
+def test_get_unknown_session_is_404(api_client):
+    missing = uuid.uuid4()
+    response = api_client.get(session_url(missing))
+    assert response.status_code == 404
+    error = response.json()["error"]
+    assert error["code"] == "SESSION_NOT_FOUND"
+    assert error["details"]["sessionId"] == str(missing)
+
+
+@pytest.mark.parametrize(
+    "raw", ["not-a-uuid", "123", "3c90c3cc0d444b5088888dd25736052a", "%00", "%E2%98%83", "x" * 500]
+)
+def test_path_ids_that_are_not_uuids_are_session_not_found(api_client, raw):
+    for method, action in [("get", ""), ("delete", ""), ("post", "heartbeat"), ("post", "renew")]:
+        response = getattr(api_client, method)(session_url(raw, action))
+        assert response.status_code == 404, (method, action, response.content)
+        assert response.json()["error"]["code"] == "SESSION_NOT_FOUND"
+    response = api_client.patch(session_url(raw, "timeout"), {"autoRenew": False}, format="json")
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "SESSION_NOT_FOUND"
+
+
+def test_uppercase_uuid_finds_the_session(api_client, clock):
+    created = create(api_client)
+    response = api_client.get(session_url(created["sessionId"].upper()))
+    assert response.status_code == 200
+    assert response.json()["sessionId"] == created["sessionId"]
+
+
+def test_get_expired_session_is_410_every_time(api_client, clock):
+    created = create(api_client)
+    clock.shift(timedelta(minutes=30))  # expiresAt == now: expired (the one boundary rule)
+    for _ in range(2):
+        response = api_client.get(session_url(created["sessionId"]))
+        assert response.status_code == 410
+        error = response.json()["error"]
+        assert error["code"] == "SESSION_EXPIRED"
+        assert error["details"]["expiresAt"] == created["expiresAt"]
+    assert Session.objects.filter(pk=created["sessionId"]).exists()
+
+
+def test_get_one_millisecond_before_expiry_is_still_active(api_client, clock):
+    created = create(api_client)
+    clock.shift(timedelta(minutes=30, milliseconds=-1))
+    body = api_client.get(session_url(created["sessionId"])).json()
+    assert body["timeRemaining"] == 1
+
+
+# -- heartbeat ----------------------------------------------------------------
+
+
+def test_heartbeat_renews_when_it_extends(api_client, clock):
+    created = create(api_client)
+    clock.shift(timedelta(minutes=10))
+    response = api_client.post(session_url(created["sessionId"], "heartbeat"))
+    body = response.json()
+    assert response.status_code == 200, body
+    assert body["lastActivity"] == iso(T0 + timedelta(minutes=10))
+    assert body["expiresAt"] == iso(T0 + timedelta(minutes=40))
+    assert body["renewalCount"] == 1
+    assert body["timeRemaining"] == 30 * 60_000
+    assert body["createdAt"] == iso(T0)
+
+
+def test_heartbeat_at_the_same_instant_does_not_count(api_client, clock):
+    created = create(api_client)
+    body = api_client.post(session_url(created["sessionId"], "heartbeat")).json()
+    assert body["renewalCount"] == 0
+    assert body["expiresAt"] == created["expiresAt"]
+
+
+def test_heartbeat_without_auto_renew_only_records_activity(api_client, clock):
+    created = create(api_client, timeoutConfig={"autoRenew": False})
+    clock.shift(timedelta(minutes=10))
+    body = api_client.post(session_url(created["sessionId"], "heartbeat")).json()
+    assert body["lastActivity"] == iso(T0 + timedelta(minutes=10))
+    assert body["expiresAt"] == created["expiresAt"]
+    assert body["renewalCount"] == 0
+
+
+def test_heartbeat_stops_at_the_max_duration_cap(api_client, clock):
+    created = create(api_client, timeoutConfig={"timeoutMinutes": 30, "maxDurationMinutes": 45})
+    url = session_url(created["sessionId"], "heartbeat")
+    clock.shift(timedelta(minutes=20))
+    body = api_client.post(url).json()
+    assert body["expiresAt"] == iso(T0 + timedelta(minutes=45))  # the cap, not now + 30
+    assert body["renewalCount"] == 1
+    clock.shift(timedelta(minutes=10))
+    body = api_client.post(url).json()
+    assert body["expiresAt"] == iso(T0 + timedelta(minutes=45))
+    assert body["renewalCount"] == 1  # could not extend: not a renewal
+    assert body["lastActivity"] == iso(T0 + timedelta(minutes=30))
+
+
+def test_heartbeat_on_expired_session_is_410_and_changes_nothing(api_client, clock):
+    created = create(api_client)
+    clock.shift(timedelta(minutes=31))
+    response = api_client.post(session_url(created["sessionId"], "heartbeat"))
+    assert response.status_code == 410
+    assert response.json()["error"]["code"] == "SESSION_EXPIRED"
+    stored = Session.objects.get(pk=created["sessionId"])
+    assert stored.last_activity == T0 and stored.renewal_count == 0
+
+
+def test_heartbeat_unknown_session_is_404(api_client):
+    response = api_client.post(session_url(uuid.uuid4(), "heartbeat"))
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "SESSION_NOT_FOUND"
+
+
+def test_heartbeat_ignores_its_body(api_client, clock):
+    created = create(api_client)
+    response = api_client.post(
+        session_url(created["sessionId"], "heartbeat"), "not json", content_type="text/plain"
+    )
+    assert response.status_code == 200
+
+
+# -- renew --------------------------------------------------------------------
+
+
+def test_renew_extends_even_without_auto_renew(api_client, clock):
+    created = create(api_client, timeoutConfig={"autoRenew": False})
+    clock.shift(timedelta(minutes=5))
+    response = api_client.post(session_url(created["sessionId"], "renew"))
+    body = response.json()
+    assert response.status_code == 200, body
+    assert body["expiresAt"] == iso(T0 + timedelta(minutes=35))
+    assert body["lastActivity"] == iso(T0 + timedelta(minutes=5))
+    assert body["renewalCount"] == 1
+    assert body["timeoutConfig"]["autoRenew"] is False
+
+
+def test_renew_at_the_cap_is_422(api_client, clock):
+    created = create(api_client, timeoutConfig={"timeoutMinutes": 30, "maxDurationMinutes": 30})
+    clock.shift(timedelta(minutes=5))
+    response = api_client.post(session_url(created["sessionId"], "renew"))
+    assert response.status_code == 422
+    error = response.json()["error"]
+    assert error["code"] == "SESSION_RENEWAL_FAILED"
+    assert error["details"]["sessionId"] == created["sessionId"]
+    stored = Session.objects.get(pk=created["sessionId"])
+    assert stored.renewal_count == 0 and stored.last_activity == T0
+
+
+def test_renew_expired_is_410_and_unknown_is_404(api_client, clock):
+    created = create(api_client)
+    clock.shift(timedelta(hours=1))
+    assert api_client.post(session_url(created["sessionId"], "renew")).status_code == 410
+    assert api_client.post(session_url(uuid.uuid4(), "renew")).status_code == 404
+
+
+# -- patch timeout ------------------------------------------------------------
+
+
+def test_patch_keeps_the_fields_it_is_not_given(api_client, clock):
+    created = create(
+        api_client,
+        timeoutConfig={
+            "timeoutMinutes": 20,
+            "autoRenew": False,
+            "maxDurationMinutes": 600,
+            "warningThresholdMinutes": 7,
+        },
+    )
+    clock.shift(timedelta(minutes=1))
+    api_client.post(session_url(created["sessionId"], "renew"))
+    clock.shift(timedelta(minutes=4))
+    response = api_client.patch(
+        session_url(created["sessionId"], "timeout"), {"timeoutMinutes": 90}, format="json"
+    )
+    body = response.json()
+    assert response.status_code == 200, body
+    assert body["timeoutConfig"] == {
+        "timeoutMinutes": 90,
+        "autoRenew": False,
+        "maxDurationMinutes": 600,
+        "warningThresholdMinutes": 7,
+    }
+    assert body["expiresAt"] == iso(T0 + timedelta(minutes=5 + 90))
+    assert body["renewalCount"] == 1  # unchanged by the patch
+    assert body["lastActivity"] == iso(T0 + timedelta(minutes=1))  # unchanged by the patch
+
+
+def test_patch_expiry_is_capped_by_the_new_max_duration(api_client, clock):
+    created = create(api_client)
+    clock.shift(timedelta(minutes=10))
+    body = api_client.patch(
+        session_url(created["sessionId"], "timeout"),
+        {"timeoutMinutes": 60, "maxDurationMinutes": 60},
+        format="json",
+    ).json()
+    assert body["expiresAt"] == iso(T0 + timedelta(minutes=60))
+
+
+def test_patch_can_shorten_the_expiry(api_client, clock):
+    created = create(api_client, timeoutConfig={"timeoutMinutes": 120})
+    clock.shift(timedelta(minutes=1))
+    body = api_client.patch(
+        session_url(created["sessionId"], "timeout"), {"timeoutMinutes": 10}, format="json"
+    ).json()
+    assert body["expiresAt"] == iso(T0 + timedelta(minutes=11))
+
+
+def test_patch_whose_new_cap_is_past_is_422(api_client, clock):
+    created = create(api_client)
+    clock.shift(timedelta(minutes=20))
+    response = api_client.patch(
+        session_url(created["sessionId"], "timeout"),
+        {"timeoutMinutes": 5, "maxDurationMinutes": 10, "warningThresholdMinutes": 1},
+        format="json",
+    )
+    assert response.status_code == 422
+    assert response.json()["error"]["code"] == "SESSION_RENEWAL_FAILED"
+    assert Session.objects.get(pk=created["sessionId"]).timeout_config.timeout_minutes == 30
+
+
+def test_patch_inconsistent_with_the_current_config_is_400(api_client, clock):
+    created = create(api_client)  # timeout 30
+    response = api_client.patch(
+        session_url(created["sessionId"], "timeout"),
+        {"warningThresholdMinutes": 31},
+        format="json",
+    )
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["code"] == "VALIDATION_ERROR"
+    assert "warningThresholdMinutes" in error["message"]
+    assert error["details"]["field"] == "warningThresholdMinutes"
+
+
+def test_patch_expired_is_410_and_unknown_is_404(api_client, clock):
+    created = create(api_client)
+    clock.shift(timedelta(hours=1))
+    url = session_url(created["sessionId"], "timeout")
+    assert api_client.patch(url, {"timeoutMinutes": 60}, format="json").status_code == 410
+    url = session_url(uuid.uuid4(), "timeout")
+    assert api_client.patch(url, {"timeoutMinutes": 60}, format="json").status_code == 404
+
+
+# -- delete -------------------------------------------------------------------
+
+
+def test_delete_then_get_is_404(api_client, clock):
+    created = create(api_client)
+    response = api_client.delete(session_url(created["sessionId"]))
+    assert response.status_code == 200
+    assert response.json() == {
+        "success": True,
+        "message": f"Session {created['sessionId']} deleted successfully",
+        "data": {"sessionId": created["sessionId"]},
+    }
+    assert not Session.objects.exists()
+    assert api_client.get(session_url(created["sessionId"])).status_code == 404
+    second = api_client.delete(session_url(created["sessionId"]))
+    assert second.status_code == 404
+    assert second.json()["error"]["code"] == "SESSION_NOT_FOUND"
+
+
+def test_delete_works_on_expired_sessions(api_client, clock):
+    created = create(api_client)
+    clock.shift(timedelta(days=1))
+    assert api_client.delete(session_url(created["sessionId"])).status_code == 200
+    assert not Session.objects.exists()
+
+
+def test_full_life_over_http(api_client, admin_key, clock):
+    created = create(api_client)
+    clock.shift(timedelta(minutes=10))
+    api_client.post(session_url(created["sessionId"], "heartbeat"))
+    clock.shift(timedelta(minutes=10))
+    api_client.post(session_url(created["sessionId"], "renew"))
+    listed = api_client.get(BASE, HTTP_X_API_KEY=admin_key).json()
+    assert [s["sessionId"] for s in listed["sessions"]] == [created["sessionId"]]
+    assert listed["sessions"][0]["renewalCount"] == 2
+    assert listed["sessions"][0] == api_client.get(session_url(created["sessionId"])).json()
+    assert api_client.delete(session_url(created["sessionId"])).status_code == 200
+    assert api_client.get(BASE, HTTP_X_API_KEY=admin_key).json()["total"] == 0

@@ -1,0 +1,52 @@
+"""Request parsing and content negotiation that fail with 4xx, never 500."""
+
+import codecs
+import json
+
+from django.conf import settings
+from rest_framework import exceptions
+from rest_framework.negotiation import DefaultContentNegotiation
+from rest_framework.parsers import JSONParser
+
+
+def _strict_constant(name):
+    raise ValueError(f"{name} is not valid JSON")
+
+
+class StrictJSONParser(JSONParser):
+    """Parse a UTF-8 JSON body.
+
+    DRF's ``JSONParser`` decodes with whatever charset the client names
+    (``codecs`` also knows ``zlib`` or ``rot13``) and lets ``RecursionError``
+    escape on deeply nested arrays; both end as a 500. Here other charsets are
+    415 and every malformed body is a parse error (400).
+    """
+
+    def parse(self, stream, media_type=None, parser_context=None):
+        encoding = (parser_context or {}).get("encoding") or settings.DEFAULT_CHARSET
+        try:
+            is_utf8 = codecs.lookup(encoding).name == "utf-8"
+        except LookupError:
+            is_utf8 = False
+        if not is_utf8:
+            raise exceptions.UnsupportedMediaType(
+                media_type, detail=f"Unsupported charset {encoding!r}: send UTF-8 JSON"
+            )
+        raw = stream.read() if stream is not None else b""
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise exceptions.ParseError(f"Request body is not valid UTF-8: {exc.reason}") from None
+        try:
+            return json.loads(text, parse_constant=_strict_constant)
+        except ValueError as exc:
+            raise exceptions.ParseError(f"JSON parse error - {exc}") from None
+        except RecursionError:
+            raise exceptions.ParseError("JSON parse error - nested too deeply") from None
+
+
+class JSONContentNegotiation(DefaultContentNegotiation):
+    """Answer in JSON whatever ``Accept`` or ``?format=`` say, as elizaOS does (no 406/404)."""
+
+    def select_renderer(self, request, renderers, format_suffix=None):
+        return renderers[0], renderers[0].media_type

@@ -1,0 +1,203 @@
+"""Client and admin API keys, staff users, and the warning when client routes are open."""
+
+import base64
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+from django.core.checks import run_checks
+
+from sessions_admin import auth
+from sessions_admin.checks import client_routes_open
+from sessions_admin.models import Session
+from tests.factories import SessionFactory
+
+pytestmark = pytest.mark.django_db
+
+BASE = "/api/messaging/sessions"
+VALID = {"agentId": str(uuid.uuid4()), "userId": str(uuid.uuid4())}
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def client_requests(session_id):
+    """One request per client route (everything but the admin list and health)."""
+    return [
+        ("post", BASE, VALID),
+        ("get", f"{BASE}/{session_id}", None),
+        ("post", f"{BASE}/{session_id}/heartbeat", None),
+        ("post", f"{BASE}/{session_id}/renew", None),
+        ("patch", f"{BASE}/{session_id}/timeout", {"timeoutMinutes": 60}),
+        ("delete", f"{BASE}/{session_id}", None),
+    ]
+
+
+def send(api_client, method, path, body, **headers):
+    return getattr(api_client, method)(path, body, format="json", **headers)
+
+
+def test_client_routes_need_the_key_when_it_is_set(api_client, client_key):
+    session = SessionFactory()
+    for method, path, body in client_requests(session.pk):
+        response = send(api_client, method, path, body)
+        assert response.status_code == 401, (method, path)
+        error = response.json()["error"]
+        assert error["code"] == "UNAUTHORIZED"
+        assert response["WWW-Authenticate"] == 'ApiKey header="X-API-KEY"'
+        response = send(api_client, method, path, body, HTTP_X_API_KEY="wrong-key")
+        assert response.status_code == 401, (method, path)
+        assert response.json()["error"]["message"] == "Invalid API key"
+    assert Session.objects.get(pk=session.pk).renewal_count == 0
+    assert Session.objects.count() == 1
+
+
+def test_client_key_opens_every_client_route(api_client, client_key):
+    session = SessionFactory()
+    statuses = [
+        send(api_client, method, path, body, HTTP_X_API_KEY=client_key).status_code
+        for method, path, body in client_requests(session.pk)
+    ]
+    assert statuses == [201, 200, 200, 200, 200, 200]
+
+
+def test_admin_key_opens_client_routes_too(api_client, client_key, admin_key):
+    session = SessionFactory()
+    statuses = [
+        send(api_client, method, path, body, HTTP_X_API_KEY=admin_key).status_code
+        for method, path, body in client_requests(session.pk)
+    ]
+    assert statuses == [201, 200, 200, 200, 200, 200]
+
+
+def test_client_routes_are_open_without_a_key_configured(api_client, settings):
+    settings.SESSIONS_API_KEY = ""
+    session = SessionFactory()
+    statuses = [
+        send(api_client, method, path, body).status_code
+        for method, path, body in client_requests(session.pk)
+    ]
+    assert statuses == [201, 200, 200, 200, 200, 200]
+
+
+def test_health_never_needs_a_key(api_client, client_key, admin_key):
+    assert api_client.get(f"{BASE}/health").status_code == 200
+    assert api_client.get(f"{BASE}/health", HTTP_X_API_KEY="wrong").status_code == 200
+    assert (
+        api_client.get(f"{BASE}/health", HTTP_AUTHORIZATION="Basic !!!not-base64").status_code
+        == 200
+    )
+
+
+def test_client_key_never_opens_the_admin_list(api_client, client_key, admin_key):
+    response = api_client.get(BASE, HTTP_X_API_KEY=client_key)
+    assert response.status_code == 403
+    assert response.json()["error"]["code"] == "FORBIDDEN"
+
+
+def test_admin_list_without_credentials_is_401(api_client, client_key, admin_key):
+    response = api_client.get(BASE)
+    assert response.status_code == 401
+    assert response.json()["error"]["code"] == "UNAUTHORIZED"
+    response = api_client.get(BASE, HTTP_X_API_KEY="wrong")
+    assert response.status_code == 401
+
+
+def test_admin_list_with_the_admin_key(api_client, admin_key):
+    assert api_client.get(BASE, HTTP_X_API_KEY=admin_key).status_code == 200
+
+
+def test_empty_keys_never_match(api_client, settings):
+    settings.SESSIONS_ADMIN_API_KEY = ""
+    settings.SESSIONS_API_KEY = ""
+    response = api_client.get(BASE, HTTP_X_API_KEY="")
+    assert response.status_code in (401, 403)
+    assert response.json()["success"] is False
+
+
+def basic(username, password):
+    token = base64.b64encode(f"{username}:{password}".encode()).decode()
+    return {"HTTP_AUTHORIZATION": f"Basic {token}"}
+
+
+def test_staff_user_opens_the_admin_list(api_client, staff_user):
+    assert api_client.get(BASE, **basic("operator", "operator-pass-123")).status_code == 200
+    api_client.force_login(staff_user)
+    assert api_client.get(BASE).status_code == 200
+
+
+def test_non_staff_user_is_403_on_the_admin_list(api_client, plain_user):
+    response = api_client.get(BASE, **basic("plain", "plain-pass-123"))
+    assert response.status_code == 403
+    assert response.json()["error"]["code"] == "FORBIDDEN"
+
+
+def test_wrong_password_is_401(api_client, staff_user):
+    response = api_client.get(BASE, **basic("operator", "wrong"))
+    assert response.status_code == 401
+    assert response.json()["error"]["code"] == "UNAUTHORIZED"
+
+
+def test_staff_user_passes_client_routes(api_client, client_key, staff_user):
+    response = api_client.post(BASE, VALID, format="json", **basic("operator", "operator-pass-123"))
+    assert response.status_code == 201
+
+
+def test_keys_are_compared_in_constant_time(api_client, client_key, admin_key, monkeypatch):
+    calls = []
+    real = auth.hmac.compare_digest
+
+    def spy(a, b):
+        calls.append((a, b))
+        return real(a, b)
+
+    monkeypatch.setattr(auth.hmac, "compare_digest", spy)
+    api_client.get(f"{BASE}/{uuid.uuid4()}", HTTP_X_API_KEY=client_key)
+    assert (client_key.encode(), admin_key.encode()) in calls
+    assert (client_key.encode(), client_key.encode()) in calls
+
+
+def test_system_check_warns_when_client_routes_are_open(settings):
+    settings.SESSIONS_API_KEY = ""
+    warnings = client_routes_open(None)
+    assert [w.id for w in warnings] == ["sessions_admin.W001"]
+    assert "SESSIONS_API_KEY" in warnings[0].msg
+    assert "sessions_admin.W001" in [m.id for m in run_checks()]
+
+
+def test_no_warning_once_the_client_key_is_set(settings):
+    settings.SESSIONS_API_KEY = "some-key"
+    assert client_routes_open(None) == []
+    assert "sessions_admin.W001" not in [m.id for m in run_checks()]
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({"SESSIONS_API_KEY": "primary"}, "primary"),
+        ({"ELIZA_SERVER_AUTH_TOKEN": "alias"}, "alias"),
+        ({"SESSIONS_API_KEY": "primary", "ELIZA_SERVER_AUTH_TOKEN": "alias"}, "primary"),
+        ({}, ""),
+    ],
+)
+def test_client_key_setting_and_its_alias(env, expected):
+    clean = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in {"SESSIONS_API_KEY", "ELIZA_SERVER_AUTH_TOKEN", "DJANGO_SETTINGS_MODULE"}
+    }
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from django.conf import settings; print(repr(settings.SESSIONS_API_KEY))",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**clean, **env, "DJANGO_SETTINGS_MODULE": "messaging_project.settings_test"},
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == repr(expected)

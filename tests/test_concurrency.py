@@ -1,0 +1,83 @@
+"""Concurrent writes from real threads, each with its own database connection (PostgreSQL)."""
+
+import threading
+import uuid
+from datetime import timedelta
+
+import pytest
+from django.db import connection
+from django.test import Client
+from django.utils import timezone
+
+from sessions_admin import policy
+from sessions_admin.models import Session, TimeoutConfig
+from tests.factories import SessionFactory, TimeoutConfigFactory
+
+pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
+
+BASE = "/api/messaging/sessions"
+THREADS = 50
+
+
+def run_concurrently(count: int, request) -> list:
+    """Call ``request(client)`` from ``count`` threads released together; return the responses."""
+    barrier = threading.Barrier(count)
+    responses = [None] * count
+    errors = []
+
+    def worker(index):
+        try:
+            client = Client()
+            barrier.wait(timeout=30)
+            responses[index] = request(client)
+        except Exception as exc:  # reported below; a thread must not die silently
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not errors, errors
+    assert all(not thread.is_alive() for thread in threads)
+    return responses
+
+
+def test_fifty_concurrent_heartbeats_each_count(settings):
+    settings.SESSIONS_API_KEY = ""
+    # Created a minute ago, so every heartbeat now extends expiresAt.
+    session = SessionFactory(
+        timeout_config=TimeoutConfigFactory(timeout_minutes=30, max_duration_minutes=720),
+        now=timezone.now() - timedelta(minutes=1),
+    )
+    url = f"{BASE}/{session.pk}/heartbeat"
+    responses = run_concurrently(THREADS, lambda client: client.post(url))
+    assert [r.status_code for r in responses] == [200] * THREADS
+    session.refresh_from_db()
+    assert session.renewal_count == THREADS
+    counts = sorted(r.json()["renewalCount"] for r in responses)
+    assert counts == list(range(1, THREADS + 1))  # each saw its own renewal, in lock order
+    last = max(responses, key=lambda r: r.json()["renewalCount"]).json()
+    assert last["expiresAt"] == policy.format_datetime(session.expires_at)
+    assert last["lastActivity"] == policy.format_datetime(session.last_activity)
+
+
+def test_fifty_concurrent_creates_never_collide(settings):
+    settings.SESSIONS_API_KEY = ""
+    agent = str(uuid.uuid4())
+    # A configuration no row has yet: every create races to insert the same TimeoutConfig.
+    body = {
+        "agentId": agent,
+        "userId": str(uuid.uuid4()),
+        "timeoutConfig": {"timeoutMinutes": 77, "maxDurationMinutes": 777},
+    }
+    responses = run_concurrently(
+        THREADS, lambda client: client.post(BASE, body, content_type="application/json")
+    )
+    assert [r.status_code for r in responses] == [201] * THREADS
+    ids = {r.json()["sessionId"] for r in responses}
+    assert len(ids) == THREADS
+    assert Session.objects.filter(agent_id=agent).count() == THREADS
+    assert TimeoutConfig.objects.filter(timeout_minutes=77, max_duration_minutes=777).count() == 1
