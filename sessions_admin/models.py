@@ -122,7 +122,10 @@ class SessionQuerySet(models.QuerySet):
 
     @staticmethod
     def near_expiration_q(now: datetime) -> Q:
-        return Q(expires_at__gt=now) & Q(expires_at__lte=_warning_starts_at(now))
+        # In whole milliseconds, as policy.is_near_expiration counts them: at
+        # least 1 ms left, and at most the threshold (below threshold + 1 ms).
+        soon = now + policy.ONE_MS
+        return Q(expires_at__gte=soon) & Q(expires_at__lt=_warning_starts_at(soon))
 
     def active(self, now: datetime):
         return self.filter(self.active_q(now))

@@ -138,6 +138,12 @@ def session_delete(*, session_id: UUID) -> None:
         raise SessionNotFound(session_id)
 
 
+def session_delete_many(*, session_ids: Iterable[UUID]) -> int:
+    """Delete the given sessions, expired or not, in one statement; return how many existed."""
+    _, per_model = Session.objects.filter(pk__in=list(session_ids)).delete()
+    return per_model.get(Session._meta.label, 0)
+
+
 def session_expire_now(*, session_ids: Iterable[UUID], now: datetime) -> int:
     """End the given active sessions at ``now``; return how many were active."""
     return Session.objects.filter(pk__in=list(session_ids)).active(now).update(expires_at=now)

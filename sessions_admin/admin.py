@@ -1,0 +1,662 @@
+"""The Django admin for sessions: browse, filter and act on them at a million rows (SPEC §4).
+
+Every derived value on a page (status, time remaining, the summary counts)
+comes from one clock reading stored on the request. Writes go through
+``sessions_admin.services``; the admin never saves a session form.
+"""
+
+import json
+import uuid
+from collections import Counter
+from dataclasses import dataclass
+from datetime import datetime
+
+from django.contrib import admin, messages
+from django.contrib.admin.actions import delete_selected as django_delete_selected
+from django.contrib.admin.models import CHANGE, LogEntry
+from django.contrib.admin.utils import quote
+from django.contrib.admin.views.main import ORDER_VAR, PAGE_VAR, SEARCH_VAR, ChangeList
+from django.core.exceptions import PermissionDenied
+from django.core.paginator import Paginator
+from django.db.models import Q
+from django.http import Http404, HttpResponseRedirect
+from django.urls import path, reverse
+from django.utils import timezone
+from django.utils.functional import SimpleLazyObject, cached_property
+from django.utils.html import format_html
+from django.views.decorators.http import require_POST
+
+from sessions_admin import policy, services
+from sessions_admin.exceptions import SessionExpired, SessionNotFound, SessionRenewalFailed
+from sessions_admin.models import Session
+
+# Actions load the selected rows; beyond this many, use the API or prune_sessions.
+ACTION_LIMIT = 1000
+# The list never counts or pages past this many rows of a filtered result:
+# deep OFFSETs and exact counts of large filtered sets cost a scan each.
+LISTED_ROWS_LIMIT = 10_000
+
+_NOW_ATTR = "sessions_admin_now"
+_ROW_NOW_ATTR = "_admin_now"
+
+STATUS_LABELS = {
+    policy.STATUS_ACTIVE: "active",
+    policy.STATUS_NEAR_EXPIRATION: "near expiration",
+    policy.STATUS_EXPIRED: "expired",
+}
+
+
+def request_now(request) -> datetime:
+    """Return the request's one clock reading, taking it on first use."""
+    now = getattr(request, _NOW_ATTR, None)
+    if now is None:
+        now = policy.clock()
+        setattr(request, _NOW_ATTR, now)
+    return now
+
+
+def _row_now(session: Session) -> datetime:
+    # Rows are stamped with their page's instant; a row that was not (say,
+    # rendered by a third-party view) reads the clock for itself.
+    return getattr(session, _ROW_NOW_ATTR, None) or policy.clock()
+
+
+def _format_instant(value: datetime) -> str:
+    return format_html(
+        '<time datetime="{}">{}</time>',
+        policy.format_datetime(value),
+        timezone.localtime(value).strftime("%Y-%m-%d %H:%M:%S"),
+    )
+
+
+@dataclass(frozen=True)
+class SessionSummary:
+    """Whole-store counts at one instant, with the shares the stacked bar draws."""
+
+    now: datetime
+    total: int
+    active: int
+    near_expiration: int
+    expired: int
+
+    @classmethod
+    def at(cls, now: datetime) -> "SessionSummary":
+        counts = Session.objects.stats(now, near_expiration=True)
+        return cls(
+            now=now,
+            total=counts["total"],
+            active=counts["active"],
+            near_expiration=counts["near_expiration"],
+            expired=counts["expired"],
+        )
+
+    @property
+    def active_not_near(self) -> int:
+        return self.active - self.near_expiration
+
+    def count_for_status(self, status: str | None) -> int:
+        """Return the count the status filter value selects (``None``: every session)."""
+        return {
+            None: self.total,
+            policy.STATUS_ACTIVE: self.active,
+            policy.STATUS_NEAR_EXPIRATION: self.near_expiration,
+            policy.STATUS_EXPIRED: self.expired,
+        }[status]
+
+    @property
+    def cards(self) -> list[dict]:
+        """The four counts shown above the bar, each linking to its status filter."""
+        cards = [
+            {"key": "total", "label": "Total", "count": self.total, "status": None},
+            {"key": "active", "label": "Active", "count": self.active,
+             "status": policy.STATUS_ACTIVE},
+            {"key": "near_expiration", "label": "Near expiration", "count": self.near_expiration,
+             "status": policy.STATUS_NEAR_EXPIRATION},
+            {"key": "expired", "label": "Expired", "count": self.expired,
+             "status": policy.STATUS_EXPIRED},
+        ]
+        for card in cards:
+            card["display"] = f"{card['count']:,}"
+        return cards
+
+    def _percent(self, part: int) -> str:
+        return f"{100 * part / self.total:.2f}" if self.total else "0"
+
+    @property
+    def segments(self) -> list[dict]:
+        """The bar's segments, left to right: healthy, about to expire, expired."""
+        parts = [
+            ("active", "Active, not near expiration", self.active_not_near, policy.STATUS_ACTIVE),
+            ("near", "Near expiration", self.near_expiration, policy.STATUS_NEAR_EXPIRATION),
+            ("expired", "Expired", self.expired, policy.STATUS_EXPIRED),
+        ]
+        return [
+            {
+                "css": css,
+                "label": label,
+                "count": count,
+                "display": f"{count:,}",
+                "percent": self._percent(count),
+                "status": status,
+            }
+            for css, label, count, status in parts
+            if count
+        ]
+
+
+class SessionPaginator(Paginator):
+    """A paginator that never counts a large result exactly.
+
+    ``known_count`` (taken from the summary's aggregate) is used as is;
+    otherwise at most ``count_limit + 1`` rows are counted, through an index
+    when the filter has one. Paging stops at ``count_limit`` rows either way,
+    so no page costs a deep ``OFFSET``.
+    """
+
+    def __init__(self, object_list, per_page, orphans=0, allow_empty_first_page=True, *,
+                 known_count: int | None = None, count_limit: int = LISTED_ROWS_LIMIT):
+        super().__init__(object_list, per_page, orphans, allow_empty_first_page)
+        self.known_count = known_count
+        self.count_limit = count_limit
+
+    @cached_property
+    def count(self) -> int:
+        if self.known_count is not None:
+            return self.known_count
+        return self.object_list.order_by()[: self.count_limit + 1].count()
+
+    @property
+    def count_is_exact(self) -> bool:
+        return self.known_count is not None or self.count <= self.count_limit
+
+    @cached_property
+    def num_pages(self) -> int:
+        return min(super().num_pages, max(1, self.count_limit // self.per_page))
+
+    @property
+    def pages_are_capped(self) -> bool:
+        return self.count > self.num_pages * self.per_page
+
+    @property
+    def count_display(self) -> str:
+        noun = "session" if self.count == 1 else "sessions"
+        if self.count_is_exact:
+            return f"{self.count:,} {noun}"
+        return f"more than {self.count_limit:,} sessions"
+
+
+class SessionChangeList(ChangeList):
+    """The change list, stamped with the request's instant and ordered along an index."""
+
+    def get_results(self, request):
+        super().get_results(request)
+        now = request_now(request)
+        rows = list(self.result_list)
+        for session in rows:
+            setattr(session, _ROW_NOW_ATTR, now)
+        self.result_list = rows
+        self.clear_search_query = self.get_query_string(remove=[SEARCH_VAR, PAGE_VAR])
+
+    def _get_deterministic_ordering(self, ordering):
+        # Break ties by id in the direction of the first sort key, so an
+        # ordering such as ``expires_at`` walks the (expires_at, session_id)
+        # index instead of sorting.
+        ordering = super()._get_deterministic_ordering(ordering)
+        if ordering and ordering[-1] == "-pk" and isinstance(ordering[0], str):
+            if not ordering[0].startswith("-") and ordering[0] != "-pk":
+                ordering[-1] = "pk"
+        return ordering
+
+
+class StatusFilter(admin.SimpleListFilter):
+    """Active / near expiration / expired, by the request's one instant."""
+
+    title = "status"
+    parameter_name = "status"
+
+    def lookups(self, request, model_admin):
+        return [
+            (policy.STATUS_ACTIVE, "Active (incl. near expiration)"),
+            (policy.STATUS_NEAR_EXPIRATION, "Near expiration"),
+            (policy.STATUS_EXPIRED, "Expired"),
+        ]
+
+    def queryset(self, request, queryset):
+        now = request_now(request)
+        value = self.value()
+        if value == policy.STATUS_ACTIVE:
+            return queryset.active(now)
+        if value == policy.STATUS_NEAR_EXPIRATION:
+            return queryset.near_expiration(now)
+        if value == policy.STATUS_EXPIRED:
+            return queryset.expired(now)
+        return queryset
+
+
+class AutoRenewFilter(admin.SimpleListFilter):
+    title = "auto-renew"
+    parameter_name = "auto_renew"
+
+    def lookups(self, request, model_admin):
+        return [("yes", "Yes"), ("no", "No")]
+
+    def queryset(self, request, queryset):
+        if self.value() in ("yes", "no"):
+            return queryset.filter(timeout_config__auto_renew=self.value() == "yes")
+        return queryset
+
+
+class CreationDateFilter(admin.DateFieldListFilter):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.title = "creation date"
+
+
+# One app with one model: the navigation sidebar would only take width from the list.
+admin.site.enable_nav_sidebar = False
+admin.site.site_header = "Messaging sessions administration"
+admin.site.site_title = "Sessions admin"
+admin.site.index_title = "Messaging sessions"
+
+
+@admin.register(Session)
+class SessionAdmin(admin.ModelAdmin):
+    """Sessions, read-only except through the actions (which call the services)."""
+
+    list_display = (
+        "session_id",
+        "agent_link",
+        "user_link",
+        "status_badge",
+        "expires_at_display",
+        "time_remaining",
+        "renewal_count",
+        "last_activity_display",
+        "auto_renew",
+    )
+    list_display_links = ("session_id",)
+    # Only columns an index can order by (see Session.Meta.indexes).
+    sortable_by = ("session_id", "expires_at_display", "time_remaining", "last_activity_display")
+    list_filter = (
+        StatusFilter,
+        AutoRenewFilter,
+        ("created_at", CreationDateFilter),
+    )
+    list_select_related = ("timeout_config",)
+    list_per_page = 100
+    ordering = ("-last_activity",)
+    # Present so the search box shows; get_search_results does the matching.
+    search_fields = ("session_id", "agent_id", "user_id")
+    search_help_text = "Exact session, agent or user id (a UUID)."
+    show_full_result_count = False
+    show_facets = admin.ShowFacets.NEVER
+    paginator = SessionPaginator
+    actions = ("renew_selected", "expire_selected", "delete_selected")
+    change_list_template = "admin/sessions_admin/session/change_list.html"
+    change_form_template = "admin/sessions_admin/session/change_form.html"
+
+    fieldsets = (
+        (
+            None,
+            {
+                "fields": (
+                    "session_id",
+                    ("agent_id", "user_id"),
+                    "status_badge",
+                    "time_remaining",
+                    ("created_at_display", "last_activity_display"),
+                    ("expires_at_display", "cap_display"),
+                    "renewal_count",
+                )
+            },
+        ),
+        (
+            "Timeout configuration",
+            {
+                "fields": (
+                    ("timeout_minutes", "auto_renew"),
+                    ("max_duration_minutes", "warning_threshold_minutes"),
+                )
+            },
+        ),
+        ("Metadata", {"fields": ("metadata_display",)}),
+    )
+    readonly_fields = (
+        "session_id",
+        "agent_id",
+        "user_id",
+        "status_badge",
+        "time_remaining",
+        "created_at_display",
+        "last_activity_display",
+        "expires_at_display",
+        "cap_display",
+        "renewal_count",
+        "timeout_minutes",
+        "auto_renew",
+        "max_duration_minutes",
+        "warning_threshold_minutes",
+        "metadata_display",
+    )
+
+    class Media:
+        css = {"all": ("sessions_admin/admin.css",)}
+
+    # -- Permissions: sessions are created by clients and changed only by services.
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        # The session page is read-only (saving a form would overwrite
+        # concurrent heartbeats); the list's actions need the model permission.
+        if obj is not None:
+            return False
+        return super().has_change_permission(request)
+
+    def _may_operate(self, request) -> bool:
+        return super().has_change_permission(request)
+
+    # -- Queries.
+
+    def get_queryset(self, request):
+        # The change list orders the rows itself (``ordering`` or the clicked
+        # column); without this, the default order would trail every explicit
+        # one and no index could serve it.
+        return super().get_queryset(request).select_related("timeout_config").order_by()
+
+    def get_object(self, request, object_id, from_field=None):
+        session = super().get_object(request, object_id, from_field)
+        if session is not None:
+            setattr(session, _ROW_NOW_ATTR, request_now(request))
+        return session
+
+    def get_changelist(self, request, **kwargs):
+        return SessionChangeList
+
+    def get_search_results(self, request, queryset, search_term):
+        """Match one exact session, agent or user id; anything else matches nothing."""
+        term = search_term.strip()
+        if not term:
+            return queryset, False
+        try:
+            value = uuid.UUID(term)
+        except ValueError:
+            self.message_user(
+                request,
+                f"“{term[:100]}” is not a session, agent or user id: search takes one exact "
+                "id (a UUID).",
+                messages.WARNING,
+            )
+            return queryset.none(), False
+        return queryset.filter(Q(pk=value) | Q(agent_id=value) | Q(user_id=value)), False
+
+    def _summary(self, request) -> SessionSummary:
+        summary = getattr(request, "_sessions_admin_summary", None)
+        if summary is None:
+            summary = SessionSummary.at(request_now(request))
+            request._sessions_admin_summary = summary
+        return summary
+
+    def _known_count(self, request) -> int | None:
+        """The filtered count when the summary's aggregate already holds it, else ``None``."""
+        if request.method != "GET" or request.GET.get(SEARCH_VAR, "").strip():
+            return None
+        filters = set(request.GET) - {ORDER_VAR, PAGE_VAR}
+        if not filters <= {StatusFilter.parameter_name}:
+            return None
+        status = request.GET.get(StatusFilter.parameter_name) or None
+        if status not in (None, *STATUS_LABELS):
+            return None
+        return self._summary(request).count_for_status(status)
+
+    def get_paginator(self, request, queryset, per_page, orphans=0, allow_empty_first_page=True):
+        return self.paginator(
+            queryset, per_page, orphans, allow_empty_first_page,
+            known_count=self._known_count(request), count_limit=LISTED_ROWS_LIMIT,
+        )
+
+    def changelist_view(self, request, extra_context=None):
+        request_now(request)
+        extra_context = {
+            **(extra_context or {}),
+            "title": "Sessions",
+            "session_summary": SimpleLazyObject(lambda: self._summary(request)),
+            "status_parameter": StatusFilter.parameter_name,
+            "current_status": request.GET.get(StatusFilter.parameter_name),
+        }
+        return super().changelist_view(request, extra_context)
+
+    # -- Columns and read-only fields. Each reads the row's page instant.
+
+    @admin.display(description="agent")
+    def agent_link(self, session):
+        return self._id_search_link(session.agent_id, "Sessions of this agent")
+
+    @admin.display(description="user")
+    def user_link(self, session):
+        return self._id_search_link(session.user_id, "Sessions of this user")
+
+    @cached_property
+    def _changelist_url(self) -> str:
+        return reverse(f"admin:{self.opts.app_label}_{self.opts.model_name}_changelist")
+
+    def _id_search_link(self, value, title):
+        # Short in the list (the full id is the link's target and tooltip, and
+        # on the session page); three full UUIDs would push the timing columns
+        # off screen.
+        return format_html(
+            '<a class="session-id" href="{}?{}={}" title="{}: {}">{}…</a>',
+            self._changelist_url, SEARCH_VAR, value, title, value, str(value)[:8],
+        )
+
+    @admin.display(description="status")
+    def status_badge(self, session):
+        status = session.status(now=_row_now(session))
+        return format_html(
+            '<span class="session-status session-status--{}">{}</span>',
+            status.replace("_", "-"),
+            STATUS_LABELS[status],
+        )
+
+    @admin.display(description="time remaining", ordering="expires_at")
+    def time_remaining(self, session):
+        remaining_ms = session.time_remaining_ms(now=_row_now(session))
+        if remaining_ms == 0:
+            return self.get_empty_value_display()
+        return policy.humanize_ms(remaining_ms)
+
+    @admin.display(description="expires at", ordering="expires_at")
+    def expires_at_display(self, session):
+        return _format_instant(session.expires_at)
+
+    @admin.display(description="last activity", ordering="last_activity")
+    def last_activity_display(self, session):
+        return _format_instant(session.last_activity)
+
+    @admin.display(description="created at")
+    def created_at_display(self, session):
+        return _format_instant(session.created_at)
+
+    @admin.display(description="maximum end (cap)")
+    def cap_display(self, session):
+        return _format_instant(policy.cap_for(session.created_at, session.timeout))
+
+    @admin.display(description="auto-renew", boolean=True)
+    def auto_renew(self, session):
+        return session.timeout_config.auto_renew
+
+    @admin.display(description="timeout")
+    def timeout_minutes(self, session):
+        return f"{session.timeout_config.timeout_minutes} min"
+
+    @admin.display(description="maximum duration")
+    def max_duration_minutes(self, session):
+        return f"{session.timeout_config.max_duration_minutes} min"
+
+    @admin.display(description="warning threshold")
+    def warning_threshold_minutes(self, session):
+        return f"{session.timeout_config.warning_threshold_minutes} min"
+
+    @admin.display(description="metadata")
+    def metadata_display(self, session):
+        return format_html(
+            '<pre class="session-metadata">{}</pre>',
+            json.dumps(session.metadata, indent=2, sort_keys=True, ensure_ascii=False),
+        )
+
+    # -- Actions. Each loads at most ACTION_LIMIT rows, calls the services,
+    #    reports how many rows changed and writes the admin log.
+
+    def _selected_sessions(self, request, queryset) -> list[Session] | None:
+        sessions = list(queryset.order_by()[: ACTION_LIMIT + 1])
+        if len(sessions) > ACTION_LIMIT:
+            self.message_user(
+                request,
+                f"More than {ACTION_LIMIT:,} sessions are selected; nothing was changed. "
+                "Narrow the list with filters or a search, or use the API or prune_sessions "
+                "for bulk work.",
+                messages.ERROR,
+            )
+            return None
+        return sessions
+
+    def _log_changes(self, request, sessions, message: str) -> None:
+        if sessions:
+            LogEntry.objects.log_actions(
+                user_id=request.user.pk, queryset=sessions, action_flag=CHANGE,
+                change_message=message,
+            )
+
+    @staticmethod
+    def _sessions_phrase(count: int) -> str:
+        return f"{count:,} session" if count == 1 else f"{count:,} sessions"
+
+    @admin.action(description="Renew selected sessions", permissions=["change"])
+    def renew_selected(self, request, queryset):
+        sessions = self._selected_sessions(request, queryset)
+        if sessions is None:
+            return
+        renewed, refused = self._renew(request, [s.pk for s in sessions])
+        self._report_renewals(request, renewed, refused)
+
+    def _renew(self, request, session_ids) -> tuple[list[Session], Counter]:
+        # One session_renew per row (what the API's renew and session_renew_many
+        # run), so the log names exactly the sessions that were extended.
+        renewed, refused = [], Counter()
+        for session_id in session_ids:
+            try:
+                session, _ = services.session_renew(session_id=session_id)
+            except SessionExpired:
+                refused["already expired"] += 1
+            except SessionRenewalFailed:
+                refused["at the maximum duration"] += 1
+            except SessionNotFound:
+                refused["deleted meanwhile"] += 1
+            else:
+                renewed.append(session)
+        self._log_changes(request, renewed, "Renewed from the admin.")
+        return renewed, refused
+
+    def _report_renewals(self, request, renewed, refused) -> None:
+        if renewed:
+            self.message_user(
+                request, f"Renewed {self._sessions_phrase(len(renewed))}.", messages.SUCCESS
+            )
+        if refused:
+            reasons = ", ".join(f"{count:,} {reason}" for reason, count in sorted(refused.items()))
+            self.message_user(
+                request,
+                f"{self._sessions_phrase(sum(refused.values()))} could not be renewed ({reasons}).",
+                messages.WARNING,
+            )
+
+    @admin.action(description="Expire selected sessions now", permissions=["change"])
+    def expire_selected(self, request, queryset):
+        sessions = self._selected_sessions(request, queryset)
+        if sessions is None:
+            return
+        self._expire(request, sessions)
+
+    def _expire(self, request, sessions) -> None:
+        now = request_now(request)
+        active = [s for s in sessions if not policy.is_expired(s.expires_at, now=now)]
+        expired = services.session_expire_now(session_ids=[s.pk for s in active], now=now)
+        if expired < len(active):
+            # Something else ended some of them meanwhile: log only those set to ``now``.
+            active = list(Session.objects.filter(pk__in=[s.pk for s in active], expires_at=now))
+        self._log_changes(request, active, f"Expired now ({policy.format_datetime(now)}).")
+        level = messages.SUCCESS if expired else messages.WARNING
+        message = f"Expired {self._sessions_phrase(expired)}."
+        untouched = len(sessions) - expired
+        if untouched:
+            message += f" {self._sessions_phrase(untouched)} already expired."
+        self.message_user(request, message, level)
+
+    @admin.action(description="Delete selected sessions", permissions=["delete"])
+    def delete_selected(self, request, queryset):
+        sessions = self._selected_sessions(request, queryset)
+        if sessions is None:
+            return None
+        if not request.POST.get("post"):
+            # Django's confirmation page; it posts back the selected ids.
+            return django_delete_selected(self, request, queryset.filter(pk__in=[s.pk for s in sessions]))
+        self.log_deletions(request, sessions)
+        deleted = services.session_delete_many(session_ids=[s.pk for s in sessions])
+        self.message_user(request, f"Deleted {self._sessions_phrase(deleted)}.", messages.SUCCESS)
+        return None
+
+    def delete_model(self, request, obj):
+        try:
+            services.session_delete(session_id=obj.pk)
+        except SessionNotFound:
+            pass
+
+    def delete_queryset(self, request, queryset):
+        services.session_delete_many(session_ids=queryset.values_list("pk", flat=True))
+
+    # -- The session page's own buttons: renew or expire this session.
+
+    def get_urls(self):
+        def wrap(view):
+            return self.admin_site.admin_view(require_POST(view))
+
+        info = f"{self.opts.app_label}_{self.opts.model_name}"
+        return [
+            path("<path:object_id>/renew/", wrap(self.renew_view), name=f"{info}_renew"),
+            path("<path:object_id>/expire/", wrap(self.expire_view), name=f"{info}_expire"),
+            *super().get_urls(),
+        ]
+
+    def _operated_session(self, request, object_id) -> Session:
+        if not self._may_operate(request):
+            raise PermissionDenied
+        session = self.get_object(request, object_id)
+        if session is None:
+            raise Http404("No session with that id.")
+        return session
+
+    def _back_to(self, session):
+        url = reverse("admin:sessions_admin_session_change", args=[quote(session.pk)])
+        return HttpResponseRedirect(url)
+
+    def renew_view(self, request, object_id):
+        session = self._operated_session(request, object_id)
+        renewed, refused = self._renew(request, [session.pk])
+        self._report_renewals(request, renewed, refused)
+        return self._back_to(session)
+
+    def expire_view(self, request, object_id):
+        session = self._operated_session(request, object_id)
+        self._expire(request, [session])
+        return self._back_to(session)
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        extra_context = {
+            **(extra_context or {}),
+            "may_operate": self._may_operate(request),
+            # The model's __str__ names agent and user too: too long for a heading.
+            "subtitle": f"Session {object_id}",
+        }
+        return super().change_view(request, object_id, form_url, extra_context)
+

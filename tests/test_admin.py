@@ -1,0 +1,552 @@
+"""The Django admin for sessions: columns, summary, filters, search, actions, query counts."""
+
+import re
+import uuid
+from datetime import UTC, datetime, timedelta
+from unittest import mock
+
+import pytest
+import time_machine
+from django.contrib.admin.models import CHANGE, DELETION, LogEntry
+from django.contrib.auth.models import Permission
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
+
+from sessions_admin import admin as sessions_admin_admin
+from sessions_admin import policy
+from sessions_admin.models import Session
+from tests.factories import SessionFactory, TimeoutConfigFactory
+
+pytestmark = pytest.mark.django_db
+
+NOW = datetime(2026, 11, 27, 10, 0, 0, tzinfo=UTC)
+CHANGELIST = reverse("admin:sessions_admin_session_changelist")
+
+
+@pytest.fixture(autouse=True)
+def plain_static_files(settings):
+    # The production storage needs collectstatic's manifest; tests serve files as they are.
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    }
+
+
+@pytest.fixture
+def frozen():
+    with time_machine.travel(NOW, tick=False):
+        yield NOW
+
+
+@pytest.fixture
+def operator(django_user_model):
+    """A staff user with the session permissions an operator has (not a superuser)."""
+    user = django_user_model.objects.create_user(
+        username="operator", password="operator-pass-123", is_staff=True
+    )
+    user.user_permissions.set(
+        Permission.objects.filter(
+            content_type__app_label="sessions_admin",
+            codename__in=["view_session", "change_session", "delete_session"],
+        )
+    )
+    return user
+
+
+@pytest.fixture
+def operator_client(client, operator):
+    client.force_login(operator)
+    return client
+
+
+def change_url(session):
+    return reverse("admin:sessions_admin_session_change", args=[session.pk])
+
+
+def listed_ids(response) -> list[str]:
+    """Session ids of the rows on a change list page, in order."""
+    html = response.content.decode()
+    return re.findall(r'<input type="checkbox" name="_selected_action" value="([0-9a-f-]{36})"', html)
+
+
+def summary_counts(response) -> dict[str, int]:
+    html = response.content.decode()
+    return {key: int(value) for key, value in re.findall(r'data-count="(\w+)" data-value="(\d+)"', html)}
+
+
+def messages_of(response) -> list[str]:
+    return [str(message) for message in response.context["messages"]]
+
+
+def post_action(client, action, sessions, **extra):
+    data = {"action": action, "_selected_action": [str(s.pk) for s in sessions], **extra}
+    return client.post(CHANGELIST, data, follow=True)
+
+
+@pytest.fixture
+def mixed(frozen):
+    """Three sessions in each state, at ``NOW``."""
+    return {
+        "active": SessionFactory(now=frozen),
+        "near": SessionFactory(now=frozen, near_expiration=True),
+        "expired": SessionFactory(now=frozen, expired=True),
+    }
+
+
+# -- The list: columns, badges, time remaining, summary.
+
+
+def test_list_shows_every_column_with_distinct_status_badges(operator_client, frozen):
+    config = TimeoutConfigFactory(auto_renew=False)
+    session = SessionFactory(
+        now=frozen,
+        timeout_config=config,
+        created_at=frozen - timedelta(minutes=20),
+        last_activity=frozen - timedelta(minutes=1),
+        expires_at=frozen + timedelta(minutes=4, seconds=12, milliseconds=900),
+        renewal_count=3,
+    )
+    SessionFactory(now=frozen, expired=True)
+    response = operator_client.get(CHANGELIST)
+    assert response.status_code == 200
+    html = response.content.decode()
+    for header in ("Session id", "Agent", "User", "Status", "Expires at", "Time remaining",
+                   "Renewal count", "Last activity", "Auto-renew"):
+        assert f">{header}</" in html, header
+    row = re.search(rf'<tr>.*?value="{session.pk}".*?</tr>', html, re.S).group(0)
+    assert f"agent: {session.agent_id}" in row and f"user: {session.user_id}" in row
+    assert '<span class="session-status session-status--near-expiration">near expiration</span>' in row
+    assert "4 min 12 s" in row
+    assert "2026-11-27 10:04:12" in row and "2026-11-27 09:59:00" in row
+    assert '<td class="field-renewal_count">3</td>' in row
+    assert 'alt="False"' in row  # auto-renew off
+    assert '<span class="session-status session-status--expired">expired</span>' in html
+
+
+def test_active_badge_and_remaining_time_in_hours(operator_client, frozen):
+    session = SessionFactory(now=frozen, expires_at=frozen + timedelta(hours=2, minutes=5))
+    html = operator_client.get(CHANGELIST).content.decode()
+    row = re.search(rf'<tr>.*?value="{session.pk}".*?</tr>', html, re.S).group(0)
+    assert '<span class="session-status session-status--active">active</span>' in row
+    assert "2 h 5 min" in row
+
+
+def test_summary_counts_the_whole_store_and_draws_the_bar(operator_client, mixed):
+    SessionFactory(now=NOW, expired=True)
+    response = operator_client.get(CHANGELIST, {"status": "active"})
+    assert summary_counts(response) == {"total": 4, "active": 2, "near_expiration": 1, "expired": 2}
+    html = response.content.decode()
+    assert 'class="session-summary__segment session-summary__segment--active" style="width: 25.00%"' in html
+    assert 'session-summary__segment--near" style="width: 25.00%"' in html
+    assert 'session-summary__segment--expired" style="width: 50.00%"' in html
+    assert 'href="/admin/sessions_admin/session/?status=near_expiration"' in html
+
+
+def test_empty_store_renders_an_empty_bar(operator_client, frozen):
+    response = operator_client.get(CHANGELIST)
+    assert summary_counts(response) == {"total": 0, "active": 0, "near_expiration": 0, "expired": 0}
+    assert 'aria-label="No sessions"' in response.content.decode()
+
+
+def test_one_clock_reading_per_page(operator_client, mixed):
+    with mock.patch.object(policy, "clock", wraps=policy.clock) as clock:
+        response = operator_client.get(CHANGELIST)
+    assert response.status_code == 200
+    assert len(listed_ids(response)) == 3
+    assert clock.call_count == 1
+
+
+def test_session_expiring_exactly_now_is_expired_everywhere(operator_client, frozen):
+    boundary = SessionFactory(now=frozen, created_at=frozen - timedelta(minutes=30), expires_at=frozen)
+    response = operator_client.get(CHANGELIST)
+    assert summary_counts(response)["expired"] == 1
+    assert "session-status--expired" in response.content.decode()
+    assert listed_ids(operator_client.get(CHANGELIST, {"status": "expired"})) == [str(boundary.pk)]
+    assert listed_ids(operator_client.get(CHANGELIST, {"status": "active"})) == []
+
+
+@pytest.mark.parametrize("rows", [3, 40])
+def test_change_list_query_count_is_constant(operator_client, frozen, rows, django_assert_num_queries):
+    SessionFactory.create_batch(rows, now=frozen)
+    SessionFactory.create_batch(rows, now=frozen, timeout_config=TimeoutConfigFactory(auto_renew=False))
+    operator_client.get(CHANGELIST)  # warm the content-type and permission caches
+    # session, user, permissions (user, group), summary aggregate, page rows
+    with django_assert_num_queries(6):
+        response = operator_client.get(CHANGELIST)
+    assert len(listed_ids(response)) == 2 * rows
+    # A filter the summary does not count adds one bounded count.
+    with django_assert_num_queries(7):
+        response = operator_client.get(CHANGELIST, {"auto_renew": "no"})
+    assert len(listed_ids(response)) == rows
+
+
+def test_unfiltered_list_counts_nothing_but_the_summary(operator_client, mixed):
+    operator_client.get(CHANGELIST)
+    with CaptureQueriesContext(connection) as queries:
+        operator_client.get(CHANGELIST, {"status": "near_expiration"})
+    counts = [q["sql"] for q in queries if "COUNT(" in q["sql"].upper()]
+    assert len(counts) == 1 and "FILTER" in counts[0].upper()
+
+
+def test_rows_are_ordered_by_last_activity_newest_first(operator_client, frozen):
+    older = SessionFactory(now=frozen, created_at=frozen - timedelta(minutes=10))
+    newer = SessionFactory(now=frozen, created_at=frozen - timedelta(minutes=1))
+    assert listed_ids(operator_client.get(CHANGELIST)) == [str(newer.pk), str(older.pk)]
+
+
+def test_sorting_by_expiry_breaks_ties_by_id_in_the_same_direction(operator_client, frozen):
+    sessions = SessionFactory.create_batch(3, now=frozen)  # same expires_at
+    expected = sorted(str(s.pk) for s in sessions)
+    response = operator_client.get(CHANGELIST, {"o": "5"})
+    assert listed_ids(response) == expected
+    assert response.context["cl"].queryset.query.order_by == ("expires_at", "pk")
+    response = operator_client.get(CHANGELIST, {"o": "-5"})
+    assert listed_ids(response) == expected[::-1]
+    assert response.context["cl"].queryset.query.order_by == ("-expires_at", "-pk")
+
+
+# -- Filters.
+
+
+@pytest.mark.parametrize(
+    ("status", "expected"),
+    [("active", {"active", "near"}), ("near_expiration", {"near"}), ("expired", {"expired"})],
+)
+def test_status_filter(operator_client, mixed, status, expected):
+    response = operator_client.get(CHANGELIST, {"status": status})
+    assert set(listed_ids(response)) == {str(mixed[name].pk) for name in expected}
+    assert response.context["cl"].paginator.count == len(expected)
+
+
+def test_unknown_status_value_lists_everything(operator_client, mixed):
+    response = operator_client.get(CHANGELIST, {"status": "bogus"})
+    assert response.status_code == 200
+    assert len(listed_ids(response)) == 3
+
+
+def test_auto_renew_filter(operator_client, frozen):
+    renewing = SessionFactory(now=frozen)
+    fixed = SessionFactory(now=frozen, timeout_config=TimeoutConfigFactory(auto_renew=False))
+    assert listed_ids(operator_client.get(CHANGELIST, {"auto_renew": "yes"})) == [str(renewing.pk)]
+    assert listed_ids(operator_client.get(CHANGELIST, {"auto_renew": "no"})) == [str(fixed.pk)]
+
+
+def test_creation_date_filter(operator_client, frozen):
+    today = SessionFactory(now=frozen)
+    last_month = SessionFactory(
+        now=frozen,
+        created_at=frozen - timedelta(days=40),
+        last_activity=frozen - timedelta(days=40),
+        expires_at=frozen - timedelta(days=40) + timedelta(minutes=30),
+    )
+    response = operator_client.get(
+        CHANGELIST, {"created_at__gte": "2026-11-27 00:00:00+00:00", "created_at__lt": "2026-11-28 00:00:00+00:00"}
+    )
+    assert listed_ids(response) == [str(today.pk)]
+    assert "creation date" in response.content.decode()
+    assert str(last_month.pk) in listed_ids(operator_client.get(CHANGELIST))
+
+
+def test_filters_combine(operator_client, frozen):
+    fixed_config = TimeoutConfigFactory(auto_renew=False)
+    wanted = SessionFactory(now=frozen, near_expiration=True, timeout_config=fixed_config)
+    SessionFactory(now=frozen, near_expiration=True)
+    SessionFactory(now=frozen, timeout_config=fixed_config)
+    response = operator_client.get(CHANGELIST, {"status": "near_expiration", "auto_renew": "no"})
+    assert listed_ids(response) == [str(wanted.pk)]
+
+
+# -- Search.
+
+
+@pytest.mark.parametrize("field", ["session_id", "agent_id", "user_id"])
+def test_search_by_exact_id(operator_client, frozen, field):
+    target = SessionFactory(now=frozen)
+    SessionFactory.create_batch(2, now=frozen)
+    response = operator_client.get(CHANGELIST, {"q": str(getattr(target, field)).upper()})
+    assert listed_ids(response) == [str(target.pk)]
+    assert "1 session found" in response.content.decode()
+
+
+def test_search_by_user_lists_all_their_sessions(operator_client, frozen):
+    user_id = uuid.uuid4()
+    theirs = SessionFactory.create_batch(3, now=frozen, user_id=user_id)
+    SessionFactory(now=frozen)
+    response = operator_client.get(CHANGELIST, {"q": f"  {user_id}  "})
+    assert set(listed_ids(response)) == {str(s.pk) for s in theirs}
+
+
+def test_search_uses_equality_not_a_substring_scan(operator_client, frozen):
+    target = SessionFactory(now=frozen)
+    with CaptureQueriesContext(connection) as queries:
+        operator_client.get(CHANGELIST, {"q": str(target.user_id)})
+    page_query = [q["sql"] for q in queries if "renewal_count" in q["sql"]][-1]
+    assert "LIKE" not in page_query.upper()
+    assert '"user_id" =' in page_query
+
+
+@pytest.mark.parametrize("term", ["alice", "1234", "' OR 1=1 --", "x" * 500])
+def test_search_for_a_non_uuid_finds_nothing_and_says_why(operator_client, frozen, term):
+    SessionFactory(now=frozen)
+    response = operator_client.get(CHANGELIST, {"q": term})
+    assert response.status_code == 200
+    assert listed_ids(response) == []
+    assert any("is not a session, agent or user id" in m for m in messages_of(response))
+
+
+def test_agent_and_user_cells_link_to_their_search(operator_client, frozen):
+    session = SessionFactory(now=frozen)
+    html = operator_client.get(CHANGELIST).content.decode()
+    assert f'href="{CHANGELIST}?q={session.user_id}"' in html
+    assert f'href="{CHANGELIST}?q={session.agent_id}"' in html
+    assert f'>{str(session.user_id)[:8]}…</a>' in html
+
+
+# -- Pagination at scale: bounded counts, bounded depth.
+
+
+def test_large_filtered_results_are_counted_up_to_a_limit(operator_client, frozen, monkeypatch):
+    monkeypatch.setattr(sessions_admin_admin, "LISTED_ROWS_LIMIT", 4)
+    monkeypatch.setattr(sessions_admin_admin.SessionAdmin, "list_per_page", 2)
+    SessionFactory.create_batch(7, now=frozen, timeout_config=TimeoutConfigFactory(auto_renew=False))
+    response = operator_client.get(CHANGELIST, {"auto_renew": "no"})
+    paginator = response.context["cl"].paginator
+    assert paginator.count == 5 and not paginator.count_is_exact
+    assert paginator.num_pages == 2 and paginator.pages_are_capped
+    html = response.content.decode()
+    assert "more than 4 sessions" in html
+    assert "pages stop at 2" in html
+    # The known count of the unfiltered list stays exact; the depth is still capped.
+    response = operator_client.get(CHANGELIST)
+    assert "7 sessions" in response.content.decode()
+    assert response.context["cl"].paginator.num_pages == 2
+    beyond = operator_client.get(CHANGELIST, {"p": "3"})
+    assert beyond.status_code == 302 and beyond["Location"].endswith("?e=1")
+
+
+def test_second_page(operator_client, frozen, monkeypatch):
+    monkeypatch.setattr(sessions_admin_admin.SessionAdmin, "list_per_page", 2)
+    sessions = [
+        SessionFactory(now=frozen, created_at=frozen - timedelta(minutes=i)) for i in range(3)
+    ]
+    response = operator_client.get(CHANGELIST, {"p": "2"})
+    assert listed_ids(response) == [str(sessions[2].pk)]
+    assert "3 sessions" in response.content.decode()
+
+
+# -- The session page.
+
+
+def test_session_page_is_read_only_with_config_and_derived_fields(operator_client, frozen):
+    config = TimeoutConfigFactory(timeout_minutes=60, auto_renew=False, max_duration_minutes=180,
+                                  warning_threshold_minutes=10)
+    session = SessionFactory(now=frozen, timeout_config=config, metadata={"channel": "web"},
+                             created_at=frozen - timedelta(minutes=55),
+                             expires_at=frozen + timedelta(minutes=5))
+    response = operator_client.get(change_url(session))
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert "View session" in html
+    assert 'name="_save"' not in html
+    assert not re.search(r'<(input|textarea|select)[^>]+name="(agent_id|user_id|metadata|expires_at)"', html)
+    for text in ("60 min", "180 min", "10 min", "near expiration", "5 min 0 s",
+                 "2026-11-27 12:05:00", "&quot;channel&quot;: &quot;web&quot;",
+                 "Timeout configuration", "Renew now", "Expire now"):
+        assert text in html, text
+
+
+def test_session_page_cannot_be_saved(operator_client, frozen):
+    session = SessionFactory(now=frozen)
+    response = operator_client.post(change_url(session), {"renewal_count": "99"})
+    assert response.status_code == 403
+    session.refresh_from_db()
+    assert session.renewal_count == 0
+
+
+def test_no_add_through_the_admin(operator_client, admin_client):
+    url = reverse("admin:sessions_admin_session_add")
+    assert operator_client.get(url).status_code == 403
+    assert admin_client.get(url).status_code == 403
+    assert f'href="{url}"' not in admin_client.get(CHANGELIST).content.decode()
+
+
+def test_timeout_config_is_not_registered(admin_client):
+    assert admin_client.get("/admin/sessions_admin/timeoutconfig/").status_code == 404
+
+
+def test_session_page_renew_button(operator_client, operator, frozen):
+    session = SessionFactory(now=frozen, near_expiration=True)
+    with time_machine.travel(NOW + timedelta(seconds=1), tick=False):
+        response = operator_client.post(
+            reverse("admin:sessions_admin_session_renew", args=[session.pk]), follow=True
+        )
+    assert response.redirect_chain[-1][0] == change_url(session)
+    assert messages_of(response) == ["Renewed 1 session."]
+    session.refresh_from_db()
+    assert session.renewal_count == 1
+    assert session.expires_at == NOW + timedelta(seconds=1, minutes=30)
+    entry = LogEntry.objects.get(object_id=str(session.pk))
+    assert (entry.user_id, entry.action_flag, entry.change_message) == (
+        operator.pk, CHANGE, "Renewed from the admin."
+    )
+
+
+def test_session_page_expire_button(operator_client, frozen):
+    session = SessionFactory(now=frozen)
+    response = operator_client.post(
+        reverse("admin:sessions_admin_session_expire", args=[session.pk]), follow=True
+    )
+    assert messages_of(response) == ["Expired 1 session."]
+    session.refresh_from_db()
+    assert session.expires_at == NOW
+    assert "session-status--expired" in response.content.decode()
+
+
+def test_session_page_buttons_need_post_and_change_permission(client, django_user_model, frozen):
+    session = SessionFactory(now=frozen)
+    viewer = django_user_model.objects.create_user(username="viewer", password="x", is_staff=True)
+    viewer.user_permissions.set(Permission.objects.filter(codename="view_session"))
+    client.force_login(viewer)
+    url = reverse("admin:sessions_admin_session_renew", args=[session.pk])
+    assert client.post(url).status_code == 403
+    page = client.get(change_url(session)).content.decode()
+    assert "Renew now" not in page
+    session.refresh_from_db()
+    assert session.renewal_count == 0
+
+
+def test_session_page_buttons_refuse_get(operator_client, frozen):
+    session = SessionFactory(now=frozen)
+    assert operator_client.get(reverse("admin:sessions_admin_session_expire", args=[session.pk])).status_code == 405
+
+
+def test_session_page_delete_uses_the_service(operator_client, frozen):
+    session = SessionFactory(now=frozen, expired=True)
+    url = reverse("admin:sessions_admin_session_delete", args=[session.pk])
+    response = operator_client.post(url, {"post": "yes"}, follow=True)
+    assert response.status_code == 200
+    assert not Session.objects.filter(pk=session.pk).exists()
+    assert LogEntry.objects.filter(object_id=str(session.pk), action_flag=DELETION).count() == 1
+
+
+# -- Actions: services, messages, admin log.
+
+
+def test_actions_offered(operator_client, frozen):
+    SessionFactory(now=frozen)
+    html = operator_client.get(CHANGELIST).content.decode()
+    for action in ("Renew selected sessions", "Expire selected sessions now", "Delete selected sessions"):
+        assert action in html
+
+
+def test_view_only_staff_get_no_actions(client, django_user_model, frozen):
+    SessionFactory(now=frozen)
+    viewer = django_user_model.objects.create_user(username="viewer", password="x", is_staff=True)
+    viewer.user_permissions.set(Permission.objects.filter(codename="view_session"))
+    client.force_login(viewer)
+    html = client.get(CHANGELIST).content.decode()
+    assert "Renew selected sessions" not in html and "Delete selected sessions" not in html
+
+
+def test_renew_action(operator_client, operator, frozen):
+    renewable = SessionFactory.create_batch(2, now=frozen, near_expiration=True)
+    expired = SessionFactory(now=frozen, expired=True)
+    capped_config = TimeoutConfigFactory(timeout_minutes=30, max_duration_minutes=30)
+    capped = SessionFactory(now=frozen, timeout_config=capped_config)
+    with time_machine.travel(NOW + timedelta(seconds=5), tick=False):
+        response = post_action(operator_client, "renew_selected", [*renewable, expired, capped])
+    assert messages_of(response) == [
+        "Renewed 2 sessions.",
+        "2 sessions could not be renewed (1 already expired, 1 at the maximum duration).",
+    ]
+    for session in renewable:
+        session.refresh_from_db()
+        assert session.renewal_count == 1
+        assert session.expires_at == NOW + timedelta(seconds=5, minutes=30)
+        assert session.last_activity == NOW + timedelta(seconds=5)
+    expired.refresh_from_db()
+    assert expired.renewal_count == 0
+    entries = LogEntry.objects.filter(action_flag=CHANGE, user=operator)
+    assert sorted(entries.values_list("object_id", flat=True)) == sorted(str(s.pk) for s in renewable)
+    assert {e.change_message for e in entries} == {"Renewed from the admin."}
+
+
+def test_expire_action(operator_client, operator, frozen):
+    active = [SessionFactory(now=frozen), SessionFactory(now=frozen, near_expiration=True)]
+    already = SessionFactory(now=frozen, expired=True)
+    already_expiry = already.expires_at
+    response = post_action(operator_client, "expire_selected", [*active, already])
+    assert messages_of(response) == ["Expired 2 sessions. 1 session already expired."]
+    for session in active:
+        session.refresh_from_db()
+        assert session.expires_at == NOW
+    already.refresh_from_db()
+    assert already.expires_at == already_expiry
+    entries = LogEntry.objects.filter(action_flag=CHANGE, user=operator)
+    assert sorted(entries.values_list("object_id", flat=True)) == sorted(str(s.pk) for s in active)
+    assert summary_counts(response)["expired"] == 3
+
+
+def test_expire_action_with_nothing_active_warns(operator_client, frozen):
+    already = SessionFactory(now=frozen, expired=True)
+    response = post_action(operator_client, "expire_selected", [already])
+    assert messages_of(response) == ["Expired 0 sessions. 1 session already expired."]
+    assert not LogEntry.objects.exists()
+
+
+def test_delete_action_confirms_then_deletes_through_the_service(operator_client, operator, frozen):
+    doomed = SessionFactory.create_batch(2, now=frozen)
+    kept = SessionFactory(now=frozen)
+    data = {"action": "delete_selected", "_selected_action": [str(s.pk) for s in doomed]}
+    confirmation = operator_client.post(CHANGELIST, data)
+    assert confirmation.status_code == 200
+    assert "Are you sure" in confirmation.content.decode()
+    assert Session.objects.count() == 3
+    with mock.patch.object(
+        sessions_admin_admin.services, "session_delete_many",
+        wraps=sessions_admin_admin.services.session_delete_many,
+    ) as service:
+        response = operator_client.post(CHANGELIST, {**data, "post": "yes"}, follow=True)
+    service.assert_called_once()
+    assert messages_of(response) == ["Deleted 2 sessions."]
+    assert list(Session.objects.values_list("pk", flat=True)) == [kept.pk]
+    entries = LogEntry.objects.filter(action_flag=DELETION, user=operator)
+    assert sorted(entries.values_list("object_id", flat=True)) == sorted(str(s.pk) for s in doomed)
+
+
+def test_actions_through_select_across_respect_the_filter(operator_client, mixed):
+    data = {"action": "expire_selected", "select_across": "1", "index": "0",
+            "_selected_action": [str(mixed["active"].pk)]}
+    response = operator_client.post(f"{CHANGELIST}?status=near_expiration", data, follow=True)
+    assert messages_of(response) == ["Expired 1 session."]
+    mixed["near"].refresh_from_db()
+    mixed["active"].refresh_from_db()
+    assert mixed["near"].expires_at == NOW
+    assert mixed["active"].expires_at > NOW
+
+
+def test_actions_refuse_more_than_the_limit(operator_client, frozen, monkeypatch):
+    monkeypatch.setattr(sessions_admin_admin, "ACTION_LIMIT", 2)
+    sessions = SessionFactory.create_batch(3, now=frozen)
+    response = post_action(operator_client, "expire_selected", sessions)
+    assert messages_of(response)[0].startswith("More than 2 sessions are selected; nothing was changed.")
+    assert Session.objects.expired(NOW).count() == 0
+    assert not LogEntry.objects.exists()
+
+
+def test_action_with_nothing_selected(operator_client, frozen):
+    SessionFactory(now=frozen)
+    response = operator_client.post(CHANGELIST, {"action": "renew_selected", "index": "0"}, follow=True)
+    assert any("Items must be selected" in m for m in messages_of(response))
+
+
+def test_anonymous_users_are_sent_to_the_login_page(client):
+    response = client.get(CHANGELIST)
+    assert response.status_code == 302 and "/admin/login/" in response["Location"]
+
+
+def test_summary_marks_the_filtered_status(operator_client, mixed):
+    html = operator_client.get(CHANGELIST, {"status": "expired"}).content.decode()
+    assert re.search(r'session-summary__count--expired session-summary__count--current"', html)
+    assert html.count("session-summary__count--current") == 1
