@@ -2,7 +2,7 @@
 
 import os
 
-from messaging_project.env import env_int, env_str
+from messaging_project.env import env_bool, env_int, env_str
 
 _port = env_int("PORT", 3000, minimum=1, maximum=65535)
 _host = env_str("HOST", "127.0.0.1") or "127.0.0.1"
@@ -12,5 +12,30 @@ workers = env_int("WEB_CONCURRENCY", 2 * (os.cpu_count() or 1) + 1, minimum=1, m
 threads = env_int("GUNICORN_THREADS", 1, minimum=1, maximum=64)
 timeout = env_int("GUNICORN_TIMEOUT", 30, minimum=1, maximum=3600)
 graceful_timeout = 10
-accesslog = "-" if env_str("GUNICORN_ACCESS_LOG", "true").lower() in {"1", "true", "yes", "on"} else None
+keepalive = env_int("GUNICORN_KEEPALIVE", 5, minimum=0, maximum=300)
+
+# Load Django once in the master: a configuration error stops start-up at once
+# (instead of workers failing to boot in a loop), and workers share the
+# imported code copy-on-write. No database connection is opened at import.
+preload_app = env_bool("GUNICORN_PRELOAD", True)
+
+# Recycle each worker after this many requests (jittered so they do not all
+# restart together): memory stays bounded whatever a dependency leaks. 0 = never.
+max_requests = env_int("GUNICORN_MAX_REQUESTS", 10_000, minimum=0, maximum=10_000_000)
+max_requests_jitter = max_requests // 10
+
+# Request-line and header limits stay at gunicorn's defaults (4094 bytes,
+# 100 fields of 8190 bytes); bodies are capped at 1 MB by the application.
+
+# Heartbeat files in memory, not on a possibly slow disk.
+if os.path.isdir("/dev/shm"):
+    worker_tmp_dir = "/dev/shm"
+
+# gunicorn ≥ 25 opens a control socket at one fixed path per user by default,
+# which two servers on one machine would fight over. Opt in with a path.
+control_socket_disable = not env_str("GUNICORN_CONTROL_SOCKET")
+if not control_socket_disable:
+    control_socket = env_str("GUNICORN_CONTROL_SOCKET")
+
+accesslog = "-" if env_bool("GUNICORN_ACCESS_LOG", True) else None
 errorlog = "-"

@@ -87,3 +87,82 @@ def session_timeout_settings() -> dict[str, int]:
         "MAX_DURATION_CEILING_MINUTES": 20160,
         "WARNING_THRESHOLD_MINUTES": warning,
     }
+
+
+# DRF's rate periods: ``N/s``, ``N/min``, ``N/hour``, ``N/day`` and their spellings.
+RATE_PERIOD_SECONDS = {
+    **dict.fromkeys(("s", "sec", "second"), 1),
+    **dict.fromkeys(("m", "min", "minute"), 60),
+    **dict.fromkeys(("h", "hour"), 3600),
+    **dict.fromkeys(("d", "day"), 86400),
+}
+_RATE_OFF = {"off", "none", "false", "0"}
+
+
+def parse_rate(rate: str) -> tuple[int, int]:
+    """Parse a rate such as ``600/min`` into ``(requests, period_seconds)``; raise ``ValueError``."""
+    count, _, period = rate.strip().partition("/")
+    period = period.strip().lower()
+    count = count.strip()
+    if not (count.isascii() and count.isdigit()) or period not in RATE_PERIOD_SECONDS:
+        raise ValueError(f"{rate!r} is not a rate like 600/min (periods: s, min, hour, day)")
+    requests = int(count)
+    if requests < 1:
+        raise ValueError(f"{rate!r} allows no request; use 'off' to disable rate limiting")
+    return requests, RATE_PERIOD_SECONDS[period]
+
+
+def env_rate(name: str, default: str | None) -> str | None:
+    """Return a validated request rate (``600/min``), or ``None`` when set to ``off``."""
+    raw = os.environ.get(name)
+    value = default if raw is None or raw.strip() == "" else raw.strip()
+    if value is None or value.lower() in _RATE_OFF:
+        return None
+    try:
+        parse_rate(value)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"{name}: {exc}.") from None
+    return value
+
+
+def env_redis_url(name: str) -> str:
+    """Return a ``redis://``, ``rediss://`` or ``unix://`` URL, or ``""`` when unset."""
+    from urllib.parse import urlsplit
+
+    value = env_str(name)
+    if not value:
+        return ""
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018  (raises ValueError for a port that is not a number in range)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"{name}={value!r} is not a valid URL: {exc}.") from None
+    if parts.scheme in {"redis", "rediss"}:
+        database = parts.path.lstrip("/")
+        if not parts.hostname or (database and not database.isdigit()):
+            raise ImproperlyConfigured(
+                f"{name}={value!r} must look like redis://host:6379/0 (a host and a numeric database)."
+            )
+    elif parts.scheme == "unix":
+        if not parts.path:
+            raise ImproperlyConfigured(
+                f"{name}={value!r} must name a socket: unix:///path/redis.sock."
+            )
+    else:
+        raise ImproperlyConfigured(
+            f"{name}={value!r} must start with redis://, rediss:// or unix://."
+        )
+    return value
+
+
+def env_proxy_ssl_header(name: str) -> tuple[str, str] | None:
+    """Return Django's ``SECURE_PROXY_SSL_HEADER`` from a header name such as ``X-Forwarded-Proto``."""
+    value = env_str(name)
+    if not value or value.lower() in _FALSE:
+        return None
+    header = value
+    if not header.replace("-", "").isalnum():
+        raise ImproperlyConfigured(
+            f"{name}={value!r} must be the name of the header your proxy sets, e.g. X-Forwarded-Proto."
+        )
+    return "HTTP_" + header.upper().replace("-", "_"), "https"

@@ -13,6 +13,9 @@ from messaging_project.env import (
     env_bool,
     env_int,
     env_list,
+    env_proxy_ssl_header,
+    env_rate,
+    env_redis_url,
     env_str,
     session_timeout_settings,
 )
@@ -101,6 +104,12 @@ elif _database["ENGINE"] == "django.db.backends.postgresql":
     _database.setdefault("OPTIONS", {}).setdefault(
         "connect_timeout", env_int("DATABASE_CONNECT_TIMEOUT", 2, minimum=1, maximum=60)
     )
+    # Keepalives and a TCP user timeout drop a connection whose peer vanished
+    # (a network partition) instead of waiting minutes for the kernel to.
+    _database["OPTIONS"].setdefault("keepalives_idle", 30)
+    _database["OPTIONS"].setdefault("keepalives_interval", 5)
+    _database["OPTIONS"].setdefault("keepalives_count", 3)
+    _database["OPTIONS"].setdefault("tcp_user_timeout", 10_000)
     _database["CONN_MAX_AGE"] = env_int("DATABASE_CONN_MAX_AGE", 60, minimum=0, maximum=3600)
     _database["CONN_HEALTH_CHECKS"] = True
 else:
@@ -155,7 +164,61 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "sessions_admin.errors.api_exception_handler",
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+    "DEFAULT_THROTTLE_CLASSES": ["sessions_admin.throttling.ClientRateThrottle"],
+    # Proxies in front of gunicorn whose X-Forwarded-For may be trusted; 0 means
+    # "use the socket address", so a client cannot dodge its limit by forging XFF.
+    "NUM_PROXIES": env_int("SESSIONS_NUM_PROXIES", 0, minimum=0, maximum=10),
 }
+
+# Rate limit per client (429 RATE_LIMITED with Retry-After): "N/s|min|hour|day" or "off".
+SESSIONS_THROTTLE_RATE = env_rate("SESSIONS_THROTTLE_RATE", "600/min")
+
+# The cache holds the rate-limit counters: Redis when REDIS_URL is set, so
+# every worker and host shares them; this process's memory otherwise.
+REDIS_URL = env_redis_url("REDIS_URL")
+_redis_timeout_ms = env_int("REDIS_TIMEOUT_MS", 500, minimum=10, maximum=60_000)
+if REDIS_URL:
+    CACHES = {
+        "default": {
+            "BACKEND": "django_redis.cache.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": env_str("CACHE_KEY_PREFIX", "sessions_admin") or "sessions_admin",
+            # Short timeouts: a stalled Redis must not stall requests (the
+            # throttle fails open when the cache is unreachable).
+            "OPTIONS": {
+                "SOCKET_CONNECT_TIMEOUT": _redis_timeout_ms / 1000,
+                "SOCKET_TIMEOUT": _redis_timeout_ms / 1000,
+            },
+        }
+    }
+else:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+            "LOCATION": "sessions-admin",
+        }
+    }
+
+# HTTPS hardening (README "Production"). Off by default so `make run` serves
+# plain HTTP on localhost; DJANGO_HTTPS=true turns every switch on, and each
+# can be set on its own.
+_https = env_bool("DJANGO_HTTPS", False)
+SECURE_SSL_REDIRECT = env_bool("DJANGO_SECURE_SSL_REDIRECT", _https)
+# Load balancers probe health over plain HTTP inside the network.
+SECURE_REDIRECT_EXEMPT = [r"^api/messaging/sessions/health$"]
+SECURE_PROXY_SSL_HEADER = env_proxy_ssl_header("DJANGO_SECURE_PROXY_SSL_HEADER")
+SECURE_HSTS_SECONDS = env_int(
+    "DJANGO_SECURE_HSTS_SECONDS", 31_536_000 if _https else 0, minimum=0, maximum=63_072_000
+)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", _https)
+SECURE_HSTS_PRELOAD = env_bool("DJANGO_SECURE_HSTS_PRELOAD", _https)
+SESSION_COOKIE_SECURE = env_bool("DJANGO_SESSION_COOKIE_SECURE", _https)
+CSRF_COOKIE_SECURE = env_bool("DJANGO_CSRF_COOKIE_SECURE", _https)
+SESSION_COOKIE_HTTPONLY = True
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
 
 SPECTACULAR_SETTINGS = {
     "TITLE": "sessions_admin API",

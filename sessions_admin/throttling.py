@@ -1,0 +1,91 @@
+"""Per-client rate limiting for the API (429 ``RATE_LIMITED`` with ``Retry-After``).
+
+One fixed-window counter per client in the default cache: Redis when
+``REDIS_URL`` is set, so every gunicorn worker shares the count; local memory
+otherwise (then each worker counts on its own). ``cache.incr`` is atomic on
+Redis, so concurrent requests cannot slip past the limit the way a
+read-modify-write history list can.
+"""
+
+import functools
+import logging
+import time
+
+from django.conf import settings
+from django.core.cache import cache
+from rest_framework.throttling import BaseThrottle
+
+from messaging_project.env import parse_rate
+
+logger = logging.getLogger(__name__)
+
+# After a cache failure, requests pass unthrottled for this long instead of
+# paying a connection timeout each: an outage of the cache must not become one
+# of the API.
+CACHE_RETRY_SECONDS = 5.0
+
+
+@functools.lru_cache(maxsize=8)
+def _parsed(rate: str) -> tuple[int, int]:
+    return parse_rate(rate)
+
+
+class ClientRateThrottle(BaseThrottle):
+    """Allow ``SESSIONS_THROTTLE_RATE`` requests per client and period; ``None`` disables it.
+
+    A client is a signed-in Django user, or else the caller's IP address
+    (``REMOTE_ADDR``, or the ``X-Forwarded-For`` entry that DRF's
+    ``NUM_PROXIES`` designates behind trusted proxies). API-key callers are
+    told apart by address: the keys are shared secrets, not identities.
+    """
+
+    cache_prefix = "throttle:sessions"
+    timer = staticmethod(time.time)
+    _cache_down_until = 0.0
+
+    def __init__(self):
+        self.wait_seconds: float | None = None
+
+    def client_ident(self, request) -> str:
+        user = getattr(request, "user", None)
+        if user is not None and user.is_authenticated and getattr(user, "pk", None) is not None:
+            return f"user:{user.pk}"
+        return f"ip:{self.get_ident(request)}"
+
+    def allow_request(self, request, view) -> bool:
+        rate = getattr(settings, "SESSIONS_THROTTLE_RATE", None)
+        if not rate:
+            return True
+        limit, period = _parsed(rate)
+        now = self.timer()
+        if now < ClientRateThrottle._cache_down_until:
+            return True
+        window = int(now // period)
+        key = f"{self.cache_prefix}:{self.client_ident(request)}:{window}"
+        try:
+            count = self._count(key, timeout=period + 1)
+        except Exception as exc:  # any cache backend error: fail open, loudly
+            ClientRateThrottle._cache_down_until = now + CACHE_RETRY_SECONDS
+            logger.warning(
+                "Rate limiting suspended for %.0f s: cache unavailable: %s",
+                CACHE_RETRY_SECONDS,
+                exc,
+            )
+            return True
+        if count <= limit:
+            return True
+        self.wait_seconds = (window + 1) * period - now
+        return False
+
+    @staticmethod
+    def _count(key: str, *, timeout: int) -> int:
+        """Increment the window's counter, creating it on the window's first request."""
+        try:
+            return cache.incr(key)
+        except ValueError:  # no counter yet for this window
+            if cache.add(key, 1, timeout=timeout):
+                return 1
+            return cache.incr(key)  # another request created it first
+
+    def wait(self) -> float | None:
+        return self.wait_seconds

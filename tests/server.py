@@ -1,0 +1,256 @@
+"""Run the real server (gunicorn) for tests over HTTP, and scratch databases for it.
+
+Used by the ``server``-marked tests: durability (``kill -9``), database
+outage, rate limits across workers and request-size limits over real HTTP.
+"""
+
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+
+ROOT = Path(__file__).resolve().parent.parent
+# Ports reserved for this suite's servers and proxies.
+PORT_RANGE = range(3130, 3150)
+SECRET_KEY = "server-tests-secret-key-not-for-production-0123456789abcdef"
+
+
+def free_port() -> int:
+    """Return a port from ``PORT_RANGE`` that nothing listens on."""
+    for port in PORT_RANGE:
+        with socket.socket() as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {PORT_RANGE.start}-{PORT_RANGE.stop - 1}")
+
+
+def request(
+    method: str,
+    url: str,
+    *,
+    body=None,
+    headers: dict | None = None,
+    timeout: float = 10,
+) -> tuple[int, dict, object]:
+    """Send one HTTP request; return ``(status, headers, parsed JSON or raw text)``.
+
+    ``body`` may be a dict (sent as JSON), bytes, or an iterable of bytes
+    (sent with ``Transfer-Encoding: chunked`` and no ``Content-Length``).
+    """
+    parts = urlsplit(url)
+    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
+    headers = dict(headers or {})
+    chunked = False
+    if isinstance(body, dict):
+        body = json.dumps(body).encode()
+        headers.setdefault("Content-Type", "application/json")
+    elif body is not None and not isinstance(body, (bytes, bytearray)):
+        chunked = True
+        headers.setdefault("Content-Type", "application/json")
+    path = parts.path + (f"?{parts.query}" if parts.query else "")
+    try:
+        connection.request(method, path, body=body, headers=headers, encode_chunked=chunked)
+        response = connection.getresponse()
+        raw = response.read()
+        response_headers = {name.lower(): value for name, value in response.getheaders()}
+    finally:
+        connection.close()
+    try:
+        payload = json.loads(raw) if raw else None
+    except ValueError:
+        payload = raw.decode(errors="replace")
+    return response.status, response_headers, payload
+
+
+def postgres_server_url() -> str | None:
+    """The PostgreSQL server of ``DATABASE_URL`` (without a database name), if it is one."""
+    url = os.environ.get("DATABASE_URL", "")
+    if not url.startswith(("postgres://", "postgresql://")):
+        return None
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, "", "", ""))
+
+
+def with_port(url: str, port: int) -> str:
+    """Return ``url`` pointing at ``127.0.0.1:port`` (same user, password and database)."""
+    parts = urlsplit(url)
+    credentials = parts.netloc.rpartition("@")[0]
+    netloc = f"{credentials}@127.0.0.1:{port}" if credentials else f"127.0.0.1:{port}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, ""))
+
+
+def manage(*args: str, env: dict, timeout: float = 120) -> subprocess.CompletedProcess:
+    """Run ``manage.py`` in a subprocess with ``env`` added to a clean environment."""
+    return subprocess.run(
+        [sys.executable, str(ROOT / "manage.py"), *args],
+        cwd=ROOT,
+        env={**base_env(), **env},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def base_env() -> dict:
+    """The environment for a server under test: this one, minus settings it must not inherit."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("DJANGO_", "SESSIONS_", "SESSION_", "PYTEST_", "GUNICORN_"))
+        and key not in {"DATABASE_URL", "REDIS_URL", "WEB_CONCURRENCY", "PORT", "HOST"}
+    }
+    env.update({"DJANGO_SECRET_KEY": SECRET_KEY, "SESSIONS_THROTTLE_RATE": "off"})
+    return env
+
+
+class ScratchPostgres:
+    """A PostgreSQL database created and migrated for one test, dropped afterwards."""
+
+    def __init__(self, server_url: str, purpose: str):
+        self.server_url = server_url
+        self.name = f"sa_hard_{purpose}_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+        self.url = f"{server_url}/{self.name}"
+
+    def _admin(self):
+        return psycopg.connect(f"{self.server_url}/postgres", autocommit=True, connect_timeout=5)
+
+    def create(self) -> "ScratchPostgres":
+        with self._admin() as conn:
+            conn.execute(f'CREATE DATABASE "{self.name}"')
+        result = manage("migrate", "--noinput", env={"DATABASE_URL": self.url})
+        assert result.returncode == 0, result.stderr
+        return self
+
+    def drop(self) -> None:
+        with self._admin() as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
+
+    def query(self, sql: str, params=()) -> list[tuple]:
+        with psycopg.connect(self.url, connect_timeout=5) as conn:
+            return conn.execute(sql, params).fetchall()
+
+
+def scratch_sqlite() -> str:
+    """Create and migrate an SQLite file in a temporary directory; return its ``DATABASE_URL``."""
+    directory = tempfile.mkdtemp(prefix="sa_hard_")
+    url = f"sqlite:///{directory}/db.sqlite3"
+    result = manage("migrate", "--noinput", env={"DATABASE_URL": url})
+    assert result.returncode == 0, result.stderr
+    return url
+
+
+class GunicornServer:
+    """gunicorn serving the project in its own process group, so a test can ``kill -9`` all of it."""
+
+    def __init__(self, *, env: dict, workers: int = 2, port: int | None = None):
+        self.env = env
+        self.workers = workers
+        self.port = port or free_port()
+        self.process: subprocess.Popen | None = None
+        self.log = tempfile.NamedTemporaryFile(
+            prefix="sa_hard_gunicorn_", suffix=".log", delete=False
+        )
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def url(self, path: str) -> str:
+        return self.base_url + path
+
+    def start(self, *, ready_timeout: float = 30) -> "GunicornServer":
+        env = {
+            **base_env(),
+            "PORT": str(self.port),
+            "HOST": "127.0.0.1",
+            "WEB_CONCURRENCY": str(self.workers),
+            "GUNICORN_ACCESS_LOG": "false",
+            **self.env,
+        }
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "messaging_project.wsgi:application",
+                "--config",
+                str(ROOT / "gunicorn.conf.py"),
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + ready_timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(
+                    f"gunicorn exited with {self.process.returncode}:\n{self.output()}"
+                )
+            # Ready once every worker has booted and one of them answers.
+            if len(self.pids()) == self.workers + 1:
+                try:
+                    request("GET", self.url("/api/messaging/sessions/health"), timeout=5)
+                    return self
+                except OSError:
+                    pass
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"gunicorn did not listen on {self.port}:\n{self.output()}")
+
+    def output(self) -> str:
+        return Path(self.log.name).read_text(errors="replace")[-5000:]
+
+    def pids(self) -> list[int]:
+        """The master and its workers (everything in the process group)."""
+        if self.process is None:
+            return []
+        group = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            # fields[0] is the state, fields[2] the process group; zombies are gone already.
+            if fields[2] == str(self.process.pid) and fields[0] != "Z":
+                group.append(int(stat.parent.name))
+        return group
+
+    def kill_hard(self) -> None:
+        """``kill -9`` the master and every worker at once."""
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=10)
+        deadline = time.monotonic() + 10
+        while self.pids() and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=10)
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()

@@ -1,0 +1,322 @@
+"""Limits: request bodies over 1 MB (413) and per-client rate limits (429 with Retry-After)."""
+
+import json
+import logging
+import socket
+import uuid
+
+import pytest
+from django.core.cache import cache
+from django.core.exceptions import ImproperlyConfigured
+
+from messaging_project.env import env_rate, env_redis_url, parse_rate
+from sessions_admin.throttling import ClientRateThrottle
+from tests import server
+
+HEALTH = "/api/messaging/sessions/health"  # never throttled: load balancers probe it
+SESSIONS = "/api/messaging/sessions"
+# A cheap throttled route: an unknown session answers 404 until the client is limited.
+UNKNOWN = f"{SESSIONS}/{uuid.UUID(int=1)}"
+ONE_MB = 1024 * 1024
+
+
+def redis_reachable() -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", 6379), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def throttled(settings, monkeypatch):
+    """Rate limiting on at 3 requests a minute, local-memory cache, empty counters.
+
+    The throttle's clock stands still 30 s into a minute, so no window ends mid-test.
+    """
+    settings.SESSIONS_THROTTLE_RATE = "3/min"
+    monkeypatch.setattr(ClientRateThrottle, "timer", staticmethod(lambda: 1_800_000_030.0))
+    ClientRateThrottle._cache_down_until = 0.0
+    cache.clear()
+    yield settings
+    ClientRateThrottle._cache_down_until = 0.0
+
+
+@pytest.fixture
+def redis_cache(settings, throttled):
+    if not redis_reachable():
+        pytest.skip("Redis is not running on 127.0.0.1:6379")
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django_redis.cache.RedisCache",
+            "LOCATION": "redis://127.0.0.1:6379/0",
+            # A prefix of its own: other runs on this Redis never share counters.
+            "KEY_PREFIX": f"sa_hard_test_{uuid.uuid4().hex}",
+            "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 0.5, "SOCKET_TIMEOUT": 0.5},
+        }
+    }
+    yield settings
+    cache.delete_pattern("*")
+
+
+# --- request size ---------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_body_over_one_megabyte_is_refused_with_413_envelope(api_client):
+    body = json.dumps({"agentId": str(uuid.uuid4()), "metadata": {"x": "a" * ONE_MB}})
+    response = api_client.post(SESSIONS, body, content_type="application/json")
+    assert response.status_code == 413
+    error = response.json()["error"]
+    assert error["code"] == "PAYLOAD_TOO_LARGE"
+    assert error["details"]["maxBytes"] == ONE_MB
+
+
+@pytest.mark.django_db
+def test_body_of_exactly_one_megabyte_is_not_refused_for_its_size(api_client):
+    body = b'"' + b"a" * (ONE_MB - 2) + b'"'
+    assert len(body) == ONE_MB
+    response = api_client.post(SESSIONS, body, content_type="application/json")
+    assert response.status_code != 413
+    assert response.status_code < 500
+
+
+# --- rate limits (in process) ----------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_requests_over_the_rate_get_429_with_retry_after(api_client, throttled):
+    for _ in range(3):
+        assert api_client.get(UNKNOWN).status_code == 404
+    response = api_client.get(UNKNOWN)
+    assert response.status_code == 429
+    body = response.json()
+    assert body["success"] is False
+    assert body["error"]["code"] == "RATE_LIMITED"
+    retry_after = int(response["Retry-After"])
+    assert retry_after == 30  # the rest of the current minute
+    assert body["error"]["details"]["retryAfterSeconds"] == retry_after
+
+
+@pytest.mark.django_db
+def test_each_client_address_has_its_own_budget(api_client, throttled):
+    for _ in range(3):
+        api_client.get(UNKNOWN, REMOTE_ADDR="10.0.0.1")
+    assert api_client.get(UNKNOWN, REMOTE_ADDR="10.0.0.1").status_code == 429
+    assert api_client.get(UNKNOWN, REMOTE_ADDR="10.0.0.2").status_code == 404
+
+
+@pytest.mark.django_db
+def test_forged_forwarded_for_does_not_reset_the_budget(api_client, throttled):
+    for n in range(3):
+        api_client.get(UNKNOWN, HTTP_X_FORWARDED_FOR=f"192.0.2.{n}")
+    assert api_client.get(UNKNOWN, HTTP_X_FORWARDED_FOR="192.0.2.99").status_code == 429
+
+
+@pytest.mark.django_db
+def test_behind_a_trusted_proxy_the_forwarded_address_is_the_client(
+    api_client, throttled, monkeypatch
+):
+    from rest_framework.settings import api_settings
+
+    monkeypatch.setattr(api_settings, "NUM_PROXIES", 1, raising=False)
+    for _ in range(3):
+        api_client.get(UNKNOWN, HTTP_X_FORWARDED_FOR="198.51.100.7")
+    assert api_client.get(UNKNOWN, HTTP_X_FORWARDED_FOR="198.51.100.7").status_code == 429
+    assert api_client.get(UNKNOWN, HTTP_X_FORWARDED_FOR="198.51.100.8").status_code == 404
+
+
+@pytest.mark.django_db
+def test_signed_in_users_are_limited_per_user_not_per_address(api_client, throttled, staff_user):
+    api_client.force_login(staff_user)
+    for n in range(3):
+        assert api_client.get(SESSIONS, REMOTE_ADDR=f"10.1.0.{n}").status_code == 200
+    response = api_client.get(SESSIONS, REMOTE_ADDR="10.1.0.9")
+    assert response.status_code == 429
+    assert response.json()["error"]["code"] == "RATE_LIMITED"
+
+
+@pytest.mark.django_db
+def test_rate_limiting_off_lets_every_request_through(api_client, settings):
+    settings.SESSIONS_THROTTLE_RATE = None
+    cache.clear()
+    assert {api_client.get(UNKNOWN).status_code for _ in range(30)} == {404}
+
+
+@pytest.mark.django_db
+def test_unreachable_cache_fails_open_and_says_so(api_client, throttled, settings, caplog):
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django_redis.cache.RedisCache",
+            "LOCATION": f"redis://127.0.0.1:{server.free_port()}/0",  # nothing listens there
+            "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 0.5, "SOCKET_TIMEOUT": 0.5},
+        }
+    }
+    with caplog.at_level(logging.WARNING, logger="sessions_admin.throttling"):
+        statuses = [api_client.get(UNKNOWN).status_code for _ in range(5)]
+    assert statuses == [404] * 5
+    assert "cache unavailable" in caplog.text
+    # One failed attempt, then the cache is left alone for a while.
+    assert caplog.text.count("cache unavailable") == 1
+
+
+@pytest.mark.django_db
+def test_redis_counts_the_limit(api_client, redis_cache):
+    for _ in range(3):
+        assert api_client.get(UNKNOWN).status_code == 404
+    response = api_client.get(UNKNOWN)
+    assert response.status_code == 429
+    assert int(response["Retry-After"]) >= 1
+
+
+# --- configuration ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("rate", "expected"),
+    [
+        ("600/min", (600, 60)),
+        ("10/s", (10, 1)),
+        ("5/hour", (5, 3600)),
+        ("1/day", (1, 86400)),
+        ("7/m", (7, 60)),
+        (" 20 / second ", (20, 1)),
+    ],
+)
+def test_parse_rate_accepts_drf_periods(rate, expected):
+    assert parse_rate(rate) == expected
+
+
+@pytest.mark.parametrize(
+    "rate", ["600", "600/fortnight", "-1/min", "0/min", "x/min", "1.5/min", "/min"]
+)
+def test_malformed_rates_stop_start_up(monkeypatch, rate):
+    monkeypatch.setenv("SESSIONS_THROTTLE_RATE", rate)
+    with pytest.raises(ImproperlyConfigured, match="SESSIONS_THROTTLE_RATE"):
+        env_rate("SESSIONS_THROTTLE_RATE", "600/min")
+
+
+@pytest.mark.parametrize("value", ["off", "OFF", "none", "0", "false"])
+def test_rate_off_switch(monkeypatch, value):
+    monkeypatch.setenv("SESSIONS_THROTTLE_RATE", value)
+    assert env_rate("SESSIONS_THROTTLE_RATE", "600/min") is None
+
+
+def test_rate_default_when_unset(monkeypatch):
+    monkeypatch.delenv("SESSIONS_THROTTLE_RATE", raising=False)
+    assert env_rate("SESSIONS_THROTTLE_RATE", "600/min") == "600/min"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://127.0.0.1:6379/0",
+        "redis://:secret@cache.internal:6380",
+        "rediss://cache/1",
+        "unix:///run/redis.sock",
+    ],
+)
+def test_valid_redis_urls(monkeypatch, url):
+    monkeypatch.setenv("REDIS_URL", url)
+    assert env_redis_url("REDIS_URL") == url
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "127.0.0.1:6379",
+        "http://cache:6379",
+        "redis://",
+        "redis://cache:port/0",
+        "redis://cache:6379/zero",
+        "unix://",
+    ],
+)
+def test_invalid_redis_urls_stop_start_up(monkeypatch, url):
+    monkeypatch.setenv("REDIS_URL", url)
+    with pytest.raises(ImproperlyConfigured, match="REDIS_URL"):
+        env_redis_url("REDIS_URL")
+
+
+def test_settings_refuse_a_bad_rate_at_start_up():
+    result = server.manage("check", env={"SESSIONS_THROTTLE_RATE": "lots"})
+    assert result.returncode != 0
+    assert "SESSIONS_THROTTLE_RATE" in result.stderr
+
+
+def test_settings_use_redis_when_redis_url_is_set():
+    script = (
+        "from django.conf import settings; "
+        "print(settings.CACHES['default']['BACKEND'], settings.SESSIONS_THROTTLE_RATE)"
+    )
+    with_redis = server.manage(
+        "shell",
+        "-c",
+        script,
+        env={"REDIS_URL": "redis://127.0.0.1:6379/0", "SESSIONS_THROTTLE_RATE": "50/s"},
+    )
+    assert with_redis.stdout.split()[-2:] == ["django_redis.cache.RedisCache", "50/s"], (
+        with_redis.stderr
+    )
+    without = server.manage("shell", "-c", script, env={})
+    assert without.stdout.split()[-2:] == ["django.core.cache.backends.locmem.LocMemCache", "None"]
+
+
+# --- over real HTTP (gunicorn) ------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def sqlite_server():
+    with server.GunicornServer(env={"DATABASE_URL": server.scratch_sqlite()}, workers=2) as running:
+        yield running
+
+
+@pytest.mark.server
+def test_http_body_over_one_megabyte_gets_413(sqlite_server):
+    status, headers, body = server.request(
+        "POST", sqlite_server.url(SESSIONS), body=b"{" + b" " * (2 * ONE_MB) + b"}"
+    )
+    assert status == 413
+    assert headers["content-type"].startswith("application/json")
+    assert body["error"]["code"] == "PAYLOAD_TOO_LARGE"
+
+
+@pytest.mark.server
+def test_http_chunked_body_over_one_megabyte_gets_413(sqlite_server):
+    chunks = (b" " * 65536 for _ in range(40))  # 2.5 MB, no Content-Length
+    status, _, body = server.request("POST", sqlite_server.url(SESSIONS), body=chunks)
+    assert status == 413
+    assert body["error"]["code"] == "PAYLOAD_TOO_LARGE"
+
+
+@pytest.mark.server
+def test_http_small_chunked_body_is_read(sqlite_server):
+    payload = json.dumps({"agentId": str(uuid.uuid4()), "userId": str(uuid.uuid4())}).encode()
+    status, _, body = server.request(
+        "POST", sqlite_server.url(SESSIONS), body=iter([payload[:10], payload[10:]])
+    )
+    assert status == 201, body
+    assert body["sessionId"]
+
+
+@pytest.mark.server
+def test_http_rate_limit_is_shared_by_workers_through_redis():
+    if not redis_reachable():
+        pytest.skip("Redis is not running on 127.0.0.1:6379")
+    env = {
+        "DATABASE_URL": server.scratch_sqlite(),
+        "REDIS_URL": "redis://127.0.0.1:6379/0",
+        "CACHE_KEY_PREFIX": f"sa_hard_test_{uuid.uuid4().hex}",
+        "SESSIONS_THROTTLE_RATE": "8/hour",  # no window ends mid-test
+        "REDIS_TIMEOUT_MS": "5000",  # a busy machine must not trip the fail-open path
+    }
+    with server.GunicornServer(env=env, workers=3) as running:
+        # New connection per request: the requests spread over the workers.
+        statuses = [server.request("GET", running.url(UNKNOWN))[0] for _ in range(12)]
+        status, headers, body = server.request("GET", running.url(UNKNOWN))
+        health = server.request("GET", running.url(HEALTH))[0]
+    assert statuses == [404] * 8 + [429] * 4
+    assert health == 200
+    assert status == 429
+    assert body["error"]["code"] == "RATE_LIMITED"
+    assert 1 <= int(headers["retry-after"]) <= 3600
