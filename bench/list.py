@@ -1,0 +1,265 @@
+"""Benchmark the admin list endpoint over HTTP next to the raw SQL it runs (PostgreSQL).
+
+    python bench/list.py                          # 10k, 100k and 1M sessions
+    python bench/list.py --sizes 10000,100000     # chosen sizes
+    python bench/list.py --smoke                  # 5,000 sessions, 10 requests: a quick check
+    python bench/list.py --profile                # also cProfile one request of each scenario
+
+For each size the sessions are seeded (``manage.py seed_sessions``, 20% expired)
+into a scratch database, which is then vacuumed and analysed. gunicorn serves
+the project on loopback; requests carry the admin key and are sent one at a
+time. Three scenarios, 100 sessions a page, default ordering (``-lastActivity``):
+
+- ``first page``: no cursor;
+- ``page at 90%``: a cursor pointing 90% of the way through the active
+  sessions (built with the selectors' own ``Cursor``, as a client following
+  ``nextCursor`` would end up with);
+- ``agentId filter``: the first page of one agent's sessions.
+
+"raw SQL" is the same two statements the endpoint runs (the aggregate count
+and the page query), captured from the selector with the same parameters and
+executed with psycopg on one open connection, rows fetched. HTTP and SQL
+samples alternate, so both see the same machine load. Goals: HTTP ≤ 2× raw SQL;
+a deep page ≤ 1.2× the first page.
+"""
+
+import argparse
+import cProfile
+import io
+import os
+import pstats
+import sys
+import time
+from pathlib import Path
+from urllib.parse import urlencode
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+os.environ.setdefault("DJANGO_SECRET_KEY", "benchmark-secret-key")
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "messaging_project.settings")
+
+import psycopg  # noqa: E402
+
+from bench.common import (  # noqa: E402
+    create_database,
+    database_url,
+    drop_database,
+    machine_report,
+    manage,
+    summary_ms,
+    table,
+)
+from bench.server import ADMIN_KEY, Client, Gunicorn  # noqa: E402
+
+# This process builds cursors and captures SQL through Django, on PostgreSQL;
+# each size's scratch database is selected by name before use.
+os.environ["DATABASE_URL"] = database_url("postgres")
+
+DEFAULT_SIZES = (10_000, 100_000, 1_000_000)
+PAGE = 100
+LIST_PATH = "/api/messaging/sessions"
+
+
+def load_average() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+def seed(size: int) -> tuple[str, str, float]:
+    """Create, migrate, seed, vacuum and analyse a scratch database; return its name, URL and seed time."""
+    name = f"sa_hard_bench_list_{size}"
+    url = create_database(name)
+    manage("migrate", "--noinput", database_url=url)
+    started = time.perf_counter()
+    manage("seed_sessions", "--count", str(size), database_url=url)
+    seconds = time.perf_counter() - started
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("VACUUM ANALYZE")
+    return name, url, seconds
+
+
+def scenarios(database_name: str) -> list[dict]:
+    """Build each scenario's query string and capture the SQL the selector runs for it."""
+    import django
+
+    django.setup()
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from sessions_admin import policy, selectors
+    from sessions_admin.models import Session
+
+    connection.close()
+    connection.settings_dict["NAME"] = database_name
+    now = policy.clock()
+    ordering = selectors.Ordering(selectors.DEFAULT_ORDERING)
+    active = Session.objects.active(now)
+    depth = int(active.count() * 0.9)
+    value, session_id = active.order_by(*ordering.order_by()).values_list(
+        ordering.field, "session_id"
+    )[depth]
+    deep_cursor = selectors.Cursor(ordering.param, value, session_id)
+    agent_id = active.order_by(*ordering.order_by()).values_list("agent_id", flat=True)[0]
+
+    built = []
+    for name, params, filters, cursor in (
+        ("first page", {}, selectors.SessionFilters(), None),
+        ("page at 90%", {"cursor": deep_cursor.encode()}, selectors.SessionFilters(), deep_cursor),
+        (
+            "agentId filter",
+            {"agentId": str(agent_id)},
+            selectors.SessionFilters(agent_id=agent_id),
+            None,
+        ),
+    ):
+        with CaptureQueriesContext(connection) as captured:
+            page = selectors.session_list(
+                now=now, filters=filters, ordering=ordering, limit=PAGE, cursor=cursor
+            )
+        assert len(page.sessions) == PAGE, (name, len(page.sessions))
+        built.append(
+            {
+                "name": name,
+                "query": "?" + urlencode({"limit": PAGE, **params}),
+                "filters": filters,
+                "cursor": cursor,
+                "sql": [query["sql"] for query in captured.captured_queries],
+            }
+        )
+    connection.close()
+    return built
+
+
+def time_sql(conn: psycopg.Connection, statements: list[str]) -> float:
+    started = time.perf_counter()
+    for sql in statements:
+        conn.execute(sql).fetchall()
+    return time.perf_counter() - started
+
+
+def time_http(client: Client, path: str) -> float:
+    started = time.perf_counter()
+    status, body = client.request("GET", path)
+    elapsed = time.perf_counter() - started
+    assert status == 200 and len(body["sessions"]) == PAGE, (status, str(body)[:300])
+    return elapsed
+
+
+def profile(database_name: str, scenario: dict, sort: str = "tottime") -> str:
+    """cProfile the view for one request, in process: where does the time beyond SQL go?"""
+    from django.db import connection
+    from django.test import Client as DjangoClient
+    from django.test.utils import override_settings
+
+    connection.close()
+    connection.settings_dict["NAME"] = database_name
+    with override_settings(SESSIONS_ADMIN_API_KEY=ADMIN_KEY, ALLOWED_HOSTS=["testserver"]):
+        client = DjangoClient(HTTP_X_API_KEY=ADMIN_KEY)
+        client.get(LIST_PATH + scenario["query"])  # warm up
+        profiler = cProfile.Profile()
+        profiler.enable()
+        for _ in range(20):
+            client.get(LIST_PATH + scenario["query"])
+        profiler.disable()
+    out = io.StringIO()
+    pstats.Stats(profiler, stream=out).sort_stats(sort).print_stats(30)
+    connection.close()
+    return out.getvalue()
+
+
+def run_size(
+    size: int, *, requests: int, workers: int, want_profile: bool, keep: bool
+) -> list[list]:
+    name, url, seed_seconds = seed(size)
+    print(f"\n## {size:,} sessions (seeded in {seed_seconds:.1f} s; load average {load_average()})")
+    rows = []
+    try:
+        built = scenarios(name)
+        with Gunicorn(database_url=url, workers=workers) as server, psycopg.connect(url) as conn:
+            client = Client(server.port)
+            results = {}
+            for scenario in built:
+                path = LIST_PATH + scenario["query"]
+                for _ in range(max(3, requests // 10)):  # warm-up: connections, caches, plans
+                    time_http(client, path)
+                    time_sql(conn, scenario["sql"])
+                http_samples, sql_samples = [], []
+                for _ in range(requests):
+                    http_samples.append(time_http(client, path))
+                    sql_samples.append(time_sql(conn, scenario["sql"]))
+                results[scenario["name"]] = (summary_ms(http_samples), summary_ms(sql_samples))
+            first_http = results["first page"][0]["p50"]
+            for scenario in built:
+                http, sql = results[scenario["name"]]
+                rows.append(
+                    [
+                        f"{size:,}",
+                        scenario["name"],
+                        f"{http['p50']:.1f}",
+                        f"{http['p95']:.1f}",
+                        f"{sql['p50']:.1f}",
+                        f"{sql['p95']:.1f}",
+                        f"{http['p50'] / sql['p50']:.2f}×",
+                        f"{http['p50'] / first_http:.2f}×",
+                    ]
+                )
+        if want_profile:
+            for scenario in built:
+                print(f"\n### cProfile, {scenario['name']}, 20 requests in process\n")
+                print(profile(name, scenario))
+        print(f"(load average after: {load_average()})")
+    finally:
+        if not keep:
+            drop_database(name)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--sizes",
+        default=",".join(str(s) for s in DEFAULT_SIZES),
+        help="Comma-separated session counts (default 10000,100000,1000000).",
+    )
+    parser.add_argument("--requests", type=int, default=100, help="Timed requests per scenario.")
+    parser.add_argument("--workers", type=int, default=2, help="gunicorn workers (default 2).")
+    parser.add_argument("--smoke", action="store_true", help="5,000 sessions, 10 requests.")
+    parser.add_argument("--profile", action="store_true", help="cProfile each scenario in process.")
+    parser.add_argument("--keep", action="store_true", help="Keep the scratch databases.")
+    args = parser.parse_args(argv)
+    sizes = [5_000] if args.smoke else [int(s.replace("_", "")) for s in args.sizes.split(",")]
+    requests = 10 if args.smoke else args.requests
+
+    print(machine_report())
+    print(
+        f"gunicorn: {args.workers} sync workers; {requests} timed requests per scenario; "
+        f"page size {PAGE}; load average before: {load_average()}"
+    )
+    started = time.perf_counter()
+    rows = []
+    for size in sizes:
+        rows += run_size(
+            size, requests=requests, workers=args.workers, want_profile=args.profile, keep=args.keep
+        )
+    print()
+    print(
+        table(
+            [
+                "sessions",
+                "scenario",
+                "HTTP p50 ms",
+                "HTTP p95 ms",
+                "SQL p50 ms",
+                "SQL p95 ms",
+                "HTTP / SQL",
+                "vs first page",
+            ],
+            rows,
+        )
+    )
+    print(f"\ntotal {time.perf_counter() - started:.0f} s; load average after: {load_average()}")
+
+
+if __name__ == "__main__":
+    main()
