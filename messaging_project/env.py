@@ -6,11 +6,15 @@ instead of misbehaving later.
 """
 
 import os
+import re
+from collections.abc import Sequence
 
 from django.core.exceptions import ImproperlyConfigured
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
+# ASCII digits only: int() would also accept "1_000" or digits of other scripts.
+_INTEGER = re.compile(r"[+-]?[0-9]{1,18}")
 
 
 def env_str(name: str, default: str = "") -> str:
@@ -39,10 +43,9 @@ def env_int(name: str, default: int, *, minimum: int | None = None, maximum: int
     if raw is None or raw.strip() == "":
         value = default
     else:
-        try:
-            value = int(raw.strip(), 10)
-        except ValueError:
-            raise ImproperlyConfigured(f"{name}={raw!r} is not an integer.") from None
+        if not _INTEGER.fullmatch(raw.strip()):
+            raise ImproperlyConfigured(f"{name}={raw!r} is not an integer.")
+        value = int(raw.strip())
     if minimum is not None and value < minimum:
         raise ImproperlyConfigured(f"{name}={value} is below the minimum of {minimum}.")
     if maximum is not None and value > maximum:
@@ -56,6 +59,17 @@ def env_list(name: str, default: list[str]) -> list[str]:
     if raw is None:
         return list(default)
     return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+def env_choice(name: str, default: str, choices: Sequence[str]) -> str:
+    """Return one of ``choices`` (matched case-insensitively), or ``default`` when unset."""
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    for choice in choices:
+        if raw.strip().lower() == choice.lower():
+            return choice
+    raise ImproperlyConfigured(f"{name}={raw!r} is not one of {', '.join(choices)}.")
 
 
 def session_timeout_settings() -> dict[str, int]:

@@ -11,6 +11,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from messaging_project.env import (
     env_bool,
+    env_choice,
     env_int,
     env_list,
     env_proxy_ssl_header,
@@ -88,7 +89,10 @@ _database_url = env_str("DATABASE_URL") or _default_sqlite
 try:
     _database = dj_database_url.parse(_database_url)
 except (ValueError, KeyError) as exc:
-    raise ImproperlyConfigured(f"DATABASE_URL is not a valid database URL: {exc}") from None
+    raise ImproperlyConfigured(
+        f"DATABASE_URL is not a valid database URL ({exc}). Use sqlite:///path/to/db.sqlite3 "
+        "or postgres://user:password@host:5432/name."
+    ) from None
 if _database["ENGINE"] == "django.db.backends.sqlite3":
     # WAL lets readers run beside the single writer; IMMEDIATE takes the write
     # lock at BEGIN so read-modify-write transactions cannot deadlock.
@@ -100,6 +104,10 @@ if _database["ENGINE"] == "django.db.backends.sqlite3":
         }
     )
 elif _database["ENGINE"] == "django.db.backends.postgresql":
+    if not _database.get("NAME"):
+        raise ImproperlyConfigured(
+            "DATABASE_URL must name the database: postgres://user:password@host:5432/name."
+        )
     # A short connect timeout turns an unreachable database into a quick 503.
     _database.setdefault("OPTIONS", {}).setdefault(
         "connect_timeout", env_int("DATABASE_CONNECT_TIMEOUT", 2, minimum=1, maximum=60)
@@ -240,5 +248,10 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
-    "root": {"handlers": ["console"], "level": env_str("DJANGO_LOG_LEVEL", "WARNING").upper() or "WARNING"},
+    "root": {
+        "handlers": ["console"],
+        "level": env_choice(
+            "DJANGO_LOG_LEVEL", "WARNING", ["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+        ),
+    },
 }

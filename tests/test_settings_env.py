@@ -1,0 +1,452 @@
+"""Configuration from the environment: the readers in messaging_project/env.py, the
+settings they build, and start-up refusing bad values with a message naming the variable."""
+
+import os
+import runpy
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+
+from messaging_project import env
+
+ROOT = Path(__file__).resolve().parent.parent
+OWN_PREFIXES = ("DJANGO_", "SESSION_", "SESSIONS_", "DATABASE_", "ELIZA_", "GUNICORN_")
+OWN_NAMES = {"PORT", "HOST", "WEB_CONCURRENCY", "REDIS_URL"}
+
+
+# -- readers ---------------------------------------------------------------------------
+
+
+def test_env_str_strips_and_defaults(monkeypatch):
+    monkeypatch.delenv("SA_TEST_VALUE", raising=False)
+    assert env.env_str("SA_TEST_VALUE") == ""
+    assert env.env_str("SA_TEST_VALUE", "fallback") == "fallback"
+    monkeypatch.setenv("SA_TEST_VALUE", "  spaced  ")
+    assert env.env_str("SA_TEST_VALUE", "fallback") == "spaced"
+
+
+@pytest.mark.parametrize(
+    ("raw", "value"),
+    [
+        ("1", True),
+        ("true", True),
+        ("TRUE", True),
+        (" yes ", True),
+        ("on", True),
+        ("0", False),
+        ("false", False),
+        ("No", False),
+        ("off", False),
+        ("", False),
+    ],
+)
+def test_env_bool_accepts_the_usual_spellings(monkeypatch, raw, value):
+    monkeypatch.setenv("SA_TEST_FLAG", raw)
+    assert env.env_bool("SA_TEST_FLAG", not value) is value
+
+
+@pytest.mark.parametrize("raw", ["maybe", "2", "y", "enabled", "truee"])
+def test_env_bool_refuses_anything_else(monkeypatch, raw):
+    monkeypatch.setenv("SA_TEST_FLAG", raw)
+    with pytest.raises(ImproperlyConfigured, match=rf"^SA_TEST_FLAG='{raw}' is not a boolean"):
+        env.env_bool("SA_TEST_FLAG")
+
+
+def test_env_bool_default_when_unset(monkeypatch):
+    monkeypatch.delenv("SA_TEST_FLAG", raising=False)
+    assert env.env_bool("SA_TEST_FLAG", True) is True
+    assert env.env_bool("SA_TEST_FLAG", False) is False
+
+
+@pytest.mark.parametrize(
+    ("raw", "value"), [("42", 42), (" 7 ", 7), ("+3", 3), ("-2", -2), ("007", 7), ("", 9)]
+)
+def test_env_int_reads_integers(monkeypatch, raw, value):
+    monkeypatch.setenv("SA_TEST_INT", raw)
+    assert env.env_int("SA_TEST_INT", 9) == value
+
+
+@pytest.mark.parametrize("raw", ["abc", "1.5", "1e3", "1_000", "٣٠", "0x10", "12 3", "-"])
+def test_env_int_refuses_non_integers(monkeypatch, raw):
+    monkeypatch.setenv("SA_TEST_INT", raw)
+    with pytest.raises(ImproperlyConfigured) as excinfo:
+        env.env_int("SA_TEST_INT", 9)
+    assert str(excinfo.value) == f"SA_TEST_INT={raw!r} is not an integer."
+
+
+def test_env_int_bounds_are_inclusive(monkeypatch):
+    monkeypatch.setenv("SA_TEST_INT", "5")
+    assert env.env_int("SA_TEST_INT", 1, minimum=5, maximum=5) == 5
+    with pytest.raises(ImproperlyConfigured, match=r"^SA_TEST_INT=5 is below the minimum of 6\.$"):
+        env.env_int("SA_TEST_INT", 1, minimum=6)
+    with pytest.raises(ImproperlyConfigured, match=r"^SA_TEST_INT=5 is above the maximum of 4\.$"):
+        env.env_int("SA_TEST_INT", 1, maximum=4)
+
+
+def test_env_int_checks_the_default_too(monkeypatch):
+    monkeypatch.delenv("SA_TEST_INT", raising=False)
+    with pytest.raises(ImproperlyConfigured, match="below the minimum"):
+        env.env_int("SA_TEST_INT", 0, minimum=1)
+
+
+def test_env_list(monkeypatch):
+    monkeypatch.delenv("SA_TEST_LIST", raising=False)
+    assert env.env_list("SA_TEST_LIST", ["a"]) == ["a"]
+    monkeypatch.setenv("SA_TEST_LIST", " a.example , ,b.example,")
+    assert env.env_list("SA_TEST_LIST", ["x"]) == ["a.example", "b.example"]
+    monkeypatch.setenv("SA_TEST_LIST", "")
+    assert env.env_list("SA_TEST_LIST", ["x"]) == []
+
+
+def test_env_choice(monkeypatch):
+    monkeypatch.delenv("SA_TEST_CHOICE", raising=False)
+    assert env.env_choice("SA_TEST_CHOICE", "B", ["A", "B"]) == "B"
+    monkeypatch.setenv("SA_TEST_CHOICE", " a ")
+    assert env.env_choice("SA_TEST_CHOICE", "B", ["A", "B"]) == "A"
+    monkeypatch.setenv("SA_TEST_CHOICE", "c")
+    with pytest.raises(ImproperlyConfigured, match=r"^SA_TEST_CHOICE='c' is not one of A, B\.$"):
+        env.env_choice("SA_TEST_CHOICE", "B", ["A", "B"])
+
+
+# -- SESSION_* timeouts ------------------------------------------------------------------
+
+SESSION_VARS = [
+    "SESSION_MIN_TIMEOUT_MINUTES",
+    "SESSION_MAX_TIMEOUT_MINUTES",
+    "SESSION_DEFAULT_TIMEOUT_MINUTES",
+    "SESSION_MAX_DURATION_MINUTES",
+    "SESSION_WARNING_THRESHOLD_MINUTES",
+]
+
+
+@pytest.fixture
+def session_env(monkeypatch):
+    for name in SESSION_VARS:
+        monkeypatch.delenv(name, raising=False)
+    return monkeypatch
+
+
+def test_timeout_defaults(session_env):
+    assert env.session_timeout_settings() == {
+        "MIN_TIMEOUT_MINUTES": 5,
+        "MAX_TIMEOUT_MINUTES": 1440,
+        "DEFAULT_TIMEOUT_MINUTES": 30,
+        "MAX_DURATION_MINUTES": 720,
+        "MAX_DURATION_CEILING_MINUTES": 20160,
+        "WARNING_THRESHOLD_MINUTES": 5,
+    }
+
+
+def test_timeouts_can_be_configured(session_env):
+    session_env.setenv("SESSION_MIN_TIMEOUT_MINUTES", "10")
+    session_env.setenv("SESSION_MAX_TIMEOUT_MINUTES", "120")
+    session_env.setenv("SESSION_DEFAULT_TIMEOUT_MINUTES", "60")
+    session_env.setenv("SESSION_MAX_DURATION_MINUTES", "60")
+    session_env.setenv("SESSION_WARNING_THRESHOLD_MINUTES", "60")
+
+    assert env.session_timeout_settings() == {
+        "MIN_TIMEOUT_MINUTES": 10,
+        "MAX_TIMEOUT_MINUTES": 120,
+        "DEFAULT_TIMEOUT_MINUTES": 60,
+        "MAX_DURATION_MINUTES": 60,
+        "MAX_DURATION_CEILING_MINUTES": 20160,
+        "WARNING_THRESHOLD_MINUTES": 60,
+    }
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        (
+            {"SESSION_DEFAULT_TIMEOUT_MINUTES": "abc"},
+            "SESSION_DEFAULT_TIMEOUT_MINUTES='abc' is not an integer.",
+        ),
+        (
+            {"SESSION_DEFAULT_TIMEOUT_MINUTES": "0"},
+            "SESSION_DEFAULT_TIMEOUT_MINUTES=0 is below the minimum of 5.",
+        ),
+        (
+            {"SESSION_DEFAULT_TIMEOUT_MINUTES": "4"},
+            "SESSION_DEFAULT_TIMEOUT_MINUTES=4 is below the minimum of 5.",
+        ),
+        (
+            {"SESSION_DEFAULT_TIMEOUT_MINUTES": "1441"},
+            "SESSION_DEFAULT_TIMEOUT_MINUTES=1441 is above the maximum of 1440.",
+        ),
+        (
+            {"SESSION_WARNING_THRESHOLD_MINUTES": "31"},
+            "SESSION_WARNING_THRESHOLD_MINUTES=31 is above the maximum of 30.",
+        ),
+        (
+            {"SESSION_WARNING_THRESHOLD_MINUTES": "0"},
+            "SESSION_WARNING_THRESHOLD_MINUTES=0 is below the minimum of 1.",
+        ),
+        (
+            {"SESSION_MAX_DURATION_MINUTES": "29"},
+            "SESSION_MAX_DURATION_MINUTES=29 is below the minimum of 30.",
+        ),
+        (
+            {"SESSION_MAX_DURATION_MINUTES": "20161"},
+            "SESSION_MAX_DURATION_MINUTES=20161 is above the maximum of 20160.",
+        ),
+        (
+            {"SESSION_MIN_TIMEOUT_MINUTES": "0"},
+            "SESSION_MIN_TIMEOUT_MINUTES=0 is below the minimum of 1.",
+        ),
+        (
+            {"SESSION_MIN_TIMEOUT_MINUTES": "60", "SESSION_MAX_TIMEOUT_MINUTES": "30"},
+            "SESSION_MAX_TIMEOUT_MINUTES=30 is below SESSION_MIN_TIMEOUT_MINUTES=60.",
+        ),
+        (
+            {"SESSION_MIN_TIMEOUT_MINUTES": "100"},
+            "SESSION_DEFAULT_TIMEOUT_MINUTES=30 is below the minimum of 100.",
+        ),
+        (
+            {"SESSION_DEFAULT_TIMEOUT_MINUTES": "10", "SESSION_WARNING_THRESHOLD_MINUTES": "11"},
+            "SESSION_WARNING_THRESHOLD_MINUTES=11 is above the maximum of 10.",
+        ),
+    ],
+)
+def test_bad_timeouts_are_refused_by_name(session_env, values, message):
+    for name, value in values.items():
+        session_env.setenv(name, value)
+    with pytest.raises(ImproperlyConfigured) as excinfo:
+        env.session_timeout_settings()
+    assert str(excinfo.value) == message
+
+
+# -- settings built from the environment (evaluated in-process, not installed) ------------
+
+
+@pytest.fixture
+def clean_env(monkeypatch):
+    for name in list(os.environ):
+        if name.startswith(OWN_PREFIXES) or name in OWN_NAMES:
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("DJANGO_SECRET_KEY", "settings-test-secret")
+    return monkeypatch
+
+
+def load_settings() -> dict:
+    return runpy.run_path(str(ROOT / "messaging_project" / "settings.py"))
+
+
+def test_default_database_is_sqlite_in_the_project_with_wal(clean_env):
+    config = load_settings()
+
+    database = config["DATABASES"]["default"]
+    assert database["ENGINE"] == "django.db.backends.sqlite3"
+    assert Path(database["NAME"]) == ROOT / "db.sqlite3"
+    assert database["OPTIONS"]["transaction_mode"] == "IMMEDIATE"
+    assert "journal_mode=WAL" in database["OPTIONS"]["init_command"]
+    assert config["DEBUG"] is False
+    assert config["SECRET_KEY"] == "settings-test-secret"
+    assert config["ALLOWED_HOSTS"] == ["localhost", "127.0.0.1", "[::1]"]
+
+
+def test_postgres_url(clean_env):
+    clean_env.setenv("DATABASE_URL", "postgres://app:s3cret@db.example:6543/sessions")
+
+    database = load_settings()["DATABASES"]["default"]
+
+    assert database["ENGINE"] == "django.db.backends.postgresql"
+    assert (database["NAME"], database["USER"], database["PASSWORD"]) == (
+        "sessions",
+        "app",
+        "s3cret",
+    )
+    assert (database["HOST"], database["PORT"]) == ("db.example", 6543)
+    assert database["OPTIONS"]["connect_timeout"] == 2
+
+
+def test_debug_gives_a_development_secret_key(clean_env):
+    clean_env.delenv("DJANGO_SECRET_KEY")
+    clean_env.setenv("DJANGO_DEBUG", "true")
+
+    config = load_settings()
+
+    assert config["DEBUG"] is True
+    assert config["SECRET_KEY"].startswith("django-insecure-")
+
+
+def test_hosts_origins_and_keys(clean_env):
+    clean_env.setenv("DJANGO_ALLOWED_HOSTS", "sessions.example, api.example")
+    clean_env.setenv("DJANGO_CSRF_TRUSTED_ORIGINS", "https://sessions.example")
+    clean_env.setenv("SESSIONS_ADMIN_API_KEY", " admin-key ")
+    clean_env.setenv("ELIZA_SERVER_AUTH_TOKEN", "eliza-token")
+
+    config = load_settings()
+
+    assert config["ALLOWED_HOSTS"] == ["sessions.example", "api.example"]
+    assert config["CSRF_TRUSTED_ORIGINS"] == ["https://sessions.example"]
+    assert config["SESSIONS_ADMIN_API_KEY"] == "admin-key"
+    assert config["SESSIONS_API_KEY"] == "eliza-token"
+
+    clean_env.setenv("SESSIONS_API_KEY", "client-key")
+    assert load_settings()["SESSIONS_API_KEY"] == "client-key"
+
+
+def test_log_level(clean_env):
+    clean_env.setenv("DJANGO_LOG_LEVEL", "info")
+    assert load_settings()["LOGGING"]["root"]["level"] == "INFO"
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("DJANGO_DEBUG", "maybe", "DJANGO_DEBUG='maybe' is not a boolean"),
+        ("DJANGO_SECRET_KEY", "", "DJANGO_SECRET_KEY must be set"),
+        ("DATABASE_URL", "nonsense", "DATABASE_URL is not a valid database URL"),
+        (
+            "DATABASE_URL",
+            "postgres://db.example:notaport/x",
+            "DATABASE_URL is not a valid database URL",
+        ),
+        ("DATABASE_URL", "postgres://db.example", "DATABASE_URL must name the database"),
+        ("DATABASE_URL", "mysql://db.example/x", "DATABASE_URL must point at SQLite"),
+        ("DATABASE_CONNECT_TIMEOUT", "0", "DATABASE_CONNECT_TIMEOUT=0 is below the minimum of 1."),
+        ("DJANGO_LOG_LEVEL", "verbose", "DJANGO_LOG_LEVEL='verbose' is not one of DEBUG"),
+        ("SESSION_DEFAULT_TIMEOUT_MINUTES", "abc", "SESSION_DEFAULT_TIMEOUT_MINUTES='abc'"),
+    ],
+)
+def test_bad_settings_are_refused_in_process(clean_env, name, value, message):
+    if name.startswith("DATABASE_CONNECT"):
+        clean_env.setenv("DATABASE_URL", "postgres://db.example/x")
+    clean_env.setenv(name, value)
+    with pytest.raises(ImproperlyConfigured) as excinfo:
+        load_settings()
+    assert message in str(excinfo.value)
+
+
+def test_database_errors_do_not_echo_the_password(clean_env):
+    clean_env.setenv("DATABASE_URL", "postgres://app:hunter2@db.example:notaport/x")
+    with pytest.raises(ImproperlyConfigured) as excinfo:
+        load_settings()
+    assert "hunter2" not in str(excinfo.value)
+
+
+# -- start-up: `manage.py check` and gunicorn's config in a fresh process -----------------
+
+
+def run(args: list[str], tmp_path: Path, **variables: str) -> subprocess.CompletedProcess:
+    environment = {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith(OWN_PREFIXES) and name not in OWN_NAMES
+    }
+    environment.update(
+        DJANGO_SETTINGS_MODULE="messaging_project.settings",
+        DJANGO_SECRET_KEY="startup-test-secret",
+        DATABASE_URL=f"sqlite:///{tmp_path / 'db.sqlite3'}",
+        SESSIONS_API_KEY="startup-client-key",
+    )
+    for name, value in variables.items():
+        if value is None:
+            environment.pop(name, None)
+        else:
+            environment[name] = value
+    return subprocess.run(
+        args, cwd=ROOT, env=environment, capture_output=True, text=True, timeout=60
+    )
+
+
+def manage_check(tmp_path, **variables):
+    return run([sys.executable, "manage.py", "check"], tmp_path, **variables)
+
+
+def assert_refused(result, message):
+    assert result.returncode != 0, result.stdout + result.stderr
+    last_line = result.stderr.strip().splitlines()[-1]
+    assert last_line.startswith("django.core.exceptions.ImproperlyConfigured: "), result.stderr
+    assert message in last_line, last_line
+
+
+@pytest.mark.parametrize(
+    ("variables", "message"),
+    [
+        (
+            {"SESSION_DEFAULT_TIMEOUT_MINUTES": "abc"},
+            "SESSION_DEFAULT_TIMEOUT_MINUTES='abc' is not an integer.",
+        ),
+        (
+            {"SESSION_DEFAULT_TIMEOUT_MINUTES": "0"},
+            "SESSION_DEFAULT_TIMEOUT_MINUTES=0 is below the minimum of 5.",
+        ),
+        (
+            {"SESSION_DEFAULT_TIMEOUT_MINUTES": "2000"},
+            "SESSION_DEFAULT_TIMEOUT_MINUTES=2000 is above the maximum of 1440.",
+        ),
+        (
+            {"SESSION_WARNING_THRESHOLD_MINUTES": "45"},
+            "SESSION_WARNING_THRESHOLD_MINUTES=45 is above the maximum of 30.",
+        ),
+        ({"DJANGO_DEBUG": "maybe"}, "DJANGO_DEBUG='maybe' is not a boolean"),
+        ({"DATABASE_URL": "nonsense"}, "DATABASE_URL is not a valid database URL"),
+        ({"DJANGO_SECRET_KEY": None}, "DJANGO_SECRET_KEY must be set when DJANGO_DEBUG is off"),
+        ({"DJANGO_LOG_LEVEL": "loud"}, "DJANGO_LOG_LEVEL='loud' is not one of"),
+    ],
+)
+def test_startup_refuses_bad_values(tmp_path, variables, message):
+    assert_refused(manage_check(tmp_path, **variables), message)
+
+
+def test_startup_with_good_values(tmp_path):
+    result = manage_check(
+        tmp_path,
+        SESSION_DEFAULT_TIMEOUT_MINUTES="60",
+        SESSION_WARNING_THRESHOLD_MINUTES="10",
+        SESSION_MAX_DURATION_MINUTES="1440",
+        DJANGO_DEBUG="false",
+        DJANGO_ALLOWED_HOSTS="sessions.example",
+        DJANGO_LOG_LEVEL="info",
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert "System check identified no issues" in result.stdout
+
+
+def test_startup_without_a_secret_key_in_debug(tmp_path):
+    result = manage_check(tmp_path, DJANGO_SECRET_KEY=None, DJANGO_DEBUG="true")
+
+    assert result.returncode == 0, result.stderr
+
+
+def test_open_client_routes_are_a_warning_not_an_error(tmp_path):
+    result = manage_check(tmp_path, SESSIONS_API_KEY=None)
+
+    assert result.returncode == 0, result.stderr
+    assert "sessions_admin.W001" in result.stderr
+
+
+GUNICORN = [
+    str(Path(sys.executable).with_name("gunicorn")),
+    "--check-config",
+    "--config",
+    "gunicorn.conf.py",
+    "messaging_project.wsgi:application",
+]
+
+
+@pytest.mark.parametrize(
+    ("variables", "message"),
+    [
+        ({"PORT": "abc"}, "PORT='abc' is not an integer."),
+        ({"PORT": "0"}, "PORT=0 is below the minimum of 1."),
+        ({"PORT": "70000"}, "PORT=70000 is above the maximum of 65535."),
+        ({"WEB_CONCURRENCY": "0"}, "WEB_CONCURRENCY=0 is below the minimum of 1."),
+    ],
+)
+def test_gunicorn_refuses_bad_values(tmp_path, variables, message):
+    result = run(GUNICORN, tmp_path, **variables)
+
+    assert result.returncode != 0
+    assert message in result.stdout + result.stderr
+
+
+def test_gunicorn_config_with_good_values(tmp_path):
+    result = run(GUNICORN, tmp_path, PORT="3109", HOST="127.0.0.1", WEB_CONCURRENCY="2")
+
+    assert result.returncode == 0, result.stdout + result.stderr
