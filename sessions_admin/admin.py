@@ -651,6 +651,13 @@ class SessionAdmin(admin.ModelAdmin):
         self._expire(request, [session])
         return self._back_to(session)
 
+    def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
+        if obj is not None:
+            context["session_is_active"] = not policy.is_expired(
+                obj.expires_at, now=request_now(request)
+            )
+        return super().render_change_form(request, context, add, change, form_url, obj)
+
     def change_view(self, request, object_id, form_url="", extra_context=None):
         extra_context = {
             **(extra_context or {}),

@@ -32,15 +32,6 @@ does not depend on the scan order the planner picks.
 
 Other databases (SQLite) take the oldest expired rows by ``expires_at`` through
 the index; SQLite's ``BEGIN IMMEDIATE`` makes each batch the only writer.
-
-Timeout configurations are shared value rows that sessions reference
-(``PROTECT``). Their number is bounded only by the valid ranges (billions of
-combinations), and a client choosing a new combination per session would add
-a row per session that outlived it. So a pass ends by deleting the
-configurations no session references (``timeout_config_prune_unused``). A
-writer that ``get_or_create``d such a row just before it went fails on the
-deferred foreign key and retries once (``retry_if_config_pruned`` on
-``services.session_create`` and ``services.session_update_timeout``).
 """
 
 import functools

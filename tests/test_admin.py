@@ -550,3 +550,10 @@ def test_summary_marks_the_filtered_status(operator_client, mixed):
     html = operator_client.get(CHANGELIST, {"status": "expired"}).content.decode()
     assert re.search(r'session-summary__count--expired session-summary__count--current"', html)
     assert html.count("session-summary__count--current") == 1
+
+
+def test_expired_session_page_offers_no_renew_or_expire(operator_client, frozen):
+    session = SessionFactory(now=frozen, expired=True)
+    html = operator_client.get(change_url(session)).content.decode()
+    assert "session-status--expired" in html
+    assert "Renew now" not in html and "Expire now" not in html

@@ -192,6 +192,7 @@ def test_operator_afternoon(page, live_server, operator, store, screenshot):
     page.click("#session-expire")
     expect(page.locator("ul.messagelist li")).to_have_text("Expired 1 session.")
     expect(page.locator(".field-status_badge .session-status")).to_have_text("expired")
+    expect(page.locator("#session-renew")).to_have_count(0)
     screenshot("06-session-page-expired")
 
     # Everything went through the services and into the admin log.
