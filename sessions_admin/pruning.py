@@ -32,10 +32,20 @@ does not depend on the scan order the planner picks.
 
 Other databases (SQLite) take the oldest expired rows by ``expires_at`` through
 the index; SQLite's ``BEGIN IMMEDIATE`` makes each batch the only writer.
+
+Timeout configurations are shared value rows that sessions reference
+(``PROTECT``). Their number is bounded only by the valid ranges (billions of
+combinations), and a client choosing a new combination per session would add
+a row per session that outlived it. So a pass ends by deleting the
+configurations no session references (``timeout_config_prune_unused``). A
+writer that ``get_or_create``d such a row just before it went fails on the
+deferred foreign key and retries once (``retry_if_config_pruned`` on
+``services.session_create`` and ``services.session_update_timeout``).
 """
 
 import functools
 import math
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -145,18 +155,27 @@ class _PageWindows:
                 "relpages, reltuples FROM pg_class WHERE oid = %s::regclass",
                 [self.table, self.table],
             )
-            self.pages, relpages, reltuples = cursor.fetchone()
+            pages, relpages, reltuples = cursor.fetchone()
         # Rows per page from the planner's statistics; unknown before the first ANALYZE.
         rows_per_page = reltuples / relpages if relpages > 0 and reltuples > 0 else 50
         self.window = max(1, math.ceil(batch_size / rows_per_page))
-        if self.pages <= 4 * self.window:
+        start = 0
+        if pages <= 4 * self.window:
             # A small table is one window: plain LIMIT batches, rescanning a few pages.
-            self.window = max(1, self.pages)
-        self.first_page = 0
+            self.window = max(1, pages)
+        else:
+            # Start anywhere and wrap around: pruners running at once then mostly
+            # work on different pages instead of taking turns on the same ones.
+            start = random.randrange(pages)
+        self.segments = [(start, pages), (0, start)]
+        self.first_page, self.end = self.segments.pop(0)
         self.deleted_in_window = 0
 
     def done(self) -> bool:
-        return self.first_page >= self.pages
+        return self.first_page >= self.end and not any(a < b for a, b in self.segments)
+
+    def _window_end(self) -> int:
+        return min(self.first_page + self.window, self.end)
 
     def delete(self, *, cutoff: datetime, limit: int) -> int:
         expired, params = _expired_sql(cutoff, self.using)
@@ -165,7 +184,7 @@ class _PageWindows:
             f"SELECT ctid FROM {self.table} WHERE ctid >= %s::tid AND ctid < %s::tid AND {expired} "
             f"LIMIT %s FOR UPDATE SKIP LOCKED)) AND {expired}"
         )
-        window = (f"({self.first_page},0)", f"({self.first_page + self.window},0)")
+        window = (f"({self.first_page},0)", f"({self._window_end()},0)")
         with transaction.atomic(using=self.using):
             with connections[self.using].cursor() as cursor:
                 # Don't wait for each batch's WAL flush: a crash can only bring
@@ -183,13 +202,15 @@ class _PageWindows:
         self.deleted_in_window += deleted
         if deleted >= limit:
             return True
+        scanned = self._window_end() - self.first_page
         grown = 2 * self.window
         if self.deleted_in_window:
-            fitted = self.window * limit * _WINDOW_FILL / self.deleted_in_window
-            grown = min(grown, int(fitted))
-        self.first_page += self.window
+            grown = min(grown, int(scanned * limit * _WINDOW_FILL / self.deleted_in_window))
         self.window = max(1, grown)
         self.deleted_in_window = 0
+        self.first_page += scanned
+        while self.first_page >= self.end and self.segments:
+            self.first_page, self.end = self.segments.pop(0)
         return not self.done()
 
 

@@ -431,6 +431,35 @@ def _in_thread(target, results: list, errors: list, barrier=None):
 
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("start_share", [0.0, 0.37, 0.999])
+def test_page_windows_cover_every_page_once_from_any_start(monkeypatch, start_share):
+    now = policy.clock()
+    expired = add_sessions(3_000, expires_at=now - timedelta(minutes=1))
+    active = add_sessions(1_000, expires_at=now + timedelta(hours=1))
+    monkeypatch.setattr(pruning.random, "randrange", lambda pages: int(pages * start_share))
+    windows = []
+    real_delete = pruning._PageWindows.delete
+
+    def recording_delete(self, *, cutoff, limit):
+        windows.append((self.first_page, self._window_end()))
+        return real_delete(self, cutoff=cutoff, limit=limit)
+
+    monkeypatch.setattr(pruning._PageWindows, "delete", recording_delete)
+    result = services.session_prune_expired(batch_size=100)
+    assert result.deleted == len(expired) and remaining(expired) == set()
+    assert remaining(active) == set(active)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_relation_size('sessions_admin_session') / 8192")
+        (pages,) = cursor.fetchone()
+    # Windows are revisited only while a batch comes back full; distinct ones tile the table.
+    distinct = sorted(set(windows))
+    assert distinct[0][0] == 0 and distinct[-1][1] == pages
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(distinct))
+    assert windows[0][0] == int(pages * start_share)
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("pruners", [2, 4])
 def test_concurrent_pruners_neither_block_nor_double_count(pruners):
     now = policy.clock()
