@@ -111,11 +111,13 @@ def api_exception_handler(exc, context):
 
     if isinstance(exc, SessionError):
         status = next(code for cls, code in STATUS_FOR_DOMAIN_ERROR.items() if isinstance(exc, cls))
-        details = dict(exc.details)
+        message, details = exc.message, dict(exc.details)
         if isinstance(exc, InvalidInput):
-            details["fields"] = {exc.field: [exc.message]}
+            if f"'{exc.field}'" not in message:
+                message = f"Invalid value for field '{exc.field}': {message}"
+            details["fields"] = {exc.field: [message]}
         set_rollback()
-        return Response(error_body(exc.code, exc.message, details), status=status)
+        return Response(error_body(exc.code, message, details), status=status)
 
     if isinstance(exc, RequestDataTooBig):
         return Response(

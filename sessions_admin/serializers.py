@@ -189,7 +189,6 @@ _INTEGER_STRING = re.compile(r"-?[0-9]{1,15}")
 # An escaped NUL inside a JSON string: an odd run of backslashes, then u0000.
 _ESCAPED_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
 METADATA_MAX_DEPTH = 32
-CEILING_MINUTES = 20160
 
 
 def field_path(field: serializers.Field) -> str:
@@ -230,14 +229,14 @@ class SessionUUIDField(NamedErrorsMixin, serializers.UUIDField):
 class WholeMinutesField(NamedErrorsMixin, serializers.IntegerField):
     """Whole minutes: a JSON integer or a numeric string such as ``"60"``; never a fraction.
 
-    ``min_value``/``max_value`` document the static bounds; the checks
-    themselves, including the ones between fields, are ``policy.timeout_violations``.
+    Only the type is checked here. ``min_value``/``max_value`` document the
+    bounds in the schema; the ranges, including the rules between fields, are
+    ``policy.timeout_violations`` on the whole configuration.
     """
 
     default_error_messages = {
-        "null": "Field '{field}' must be an integer",
+        "null": "Field '{field}' must be a whole number of minutes",
         "invalid": "Field '{field}' must be a whole number of minutes",
-        "out_of_range": "Field '{field}' must be between {low} and {high}",
     }
 
     def __init__(self, **kwargs):
@@ -250,18 +249,12 @@ class WholeMinutesField(NamedErrorsMixin, serializers.IntegerField):
         if isinstance(data, bool):
             self.fail("invalid")
         if isinstance(data, int):
-            value = data
-        elif isinstance(data, float) and math.isfinite(data) and data.is_integer():
-            value = int(data)  # 60.0: the same JSON number as 60
-        elif isinstance(data, str) and _INTEGER_STRING.fullmatch(data):
-            value = int(data)
-        else:
-            self.fail("invalid")
-        low = self.min_value if self.min_value is not None else -math.inf
-        high = self.max_value if self.max_value is not None else math.inf
-        if not low <= value <= high:
-            self.fail("out_of_range", low=self.min_value, high=self.max_value)
-        return value
+            return data
+        if isinstance(data, float) and math.isfinite(data) and data.is_integer():
+            return int(data)  # 60.0 is the same JSON number as 60
+        if isinstance(data, str) and _INTEGER_STRING.fullmatch(data):
+            return int(data)
+        self.fail("invalid")
 
 
 class JSONBooleanField(NamedErrorsMixin, serializers.BooleanField):
@@ -397,7 +390,7 @@ class TimeoutConfigInputSerializer(StrictObjectSerializer):
     maxDurationMinutes = _minutes_field(
         "Maximum total session duration in minutes (at least timeoutMinutes)",
         low=_LIMITS["MIN_TIMEOUT_MINUTES"],
-        high=CEILING_MINUTES,
+        high=_LIMITS["MAX_DURATION_CEILING_MINUTES"],
     )
     warningThresholdMinutes = _minutes_field(
         "Minutes before expiration when isNearExpiration turns true (at most timeoutMinutes)",
@@ -405,10 +398,10 @@ class TimeoutConfigInputSerializer(StrictObjectSerializer):
         high=_LIMITS["MAX_TIMEOUT_MINUTES"],
     )
 
-    def changes(self, data: dict | None = None) -> dict:
-        """The given fields under ``policy.Timeout`` names."""
-        data = self.validated_data if data is None else data
-        return {TIMEOUT_FIELDS[name]: value for name, value in data.items()}
+
+def timeout_changes(data: dict) -> dict:
+    """The given TimeoutConfig fields under ``policy.Timeout`` names."""
+    return {TIMEOUT_FIELDS[name]: value for name, value in data.items()}
 
 
 def _timeout_errors(timeout: policy.Timeout, given: dict, *, prefix: str = "") -> dict:
@@ -438,9 +431,7 @@ class SessionCreateSerializer(StrictObjectSerializer):
 
     def validate(self, attrs):
         given = attrs.get("timeoutConfig", {})
-        timeout = policy.default_timeout().with_changes(
-            **TimeoutConfigInputSerializer().changes(given)
-        )
+        timeout = policy.default_timeout().with_changes(**timeout_changes(given))
         errors = _timeout_errors(timeout, given, prefix="timeoutConfig.")
         if errors:
             raise serializers.ValidationError({"timeoutConfig": errors})
@@ -451,26 +442,14 @@ class SessionCreateSerializer(StrictObjectSerializer):
 class TimeoutPatchSerializer(TimeoutConfigInputSerializer):
     """At least one timeout field; the fields left out keep their current values"""
 
+    # The ranges depend on the session's current configuration, so the service
+    # checks them (policy.timeout_violations) once it holds the row lock.
+
     def validate(self, attrs):
         if not attrs:
             raise serializers.ValidationError(
                 "Request body must set at least one of: " + ", ".join(TIMEOUT_FIELDS)
             )
-        if "timeoutMinutes" in attrs:
-            # The bounds that do not depend on the fields left out; the service checks the rest.
-            probe = policy.Timeout(
-                timeout_minutes=attrs["timeoutMinutes"],
-                auto_renew=True,
-                max_duration_minutes=attrs.get("maxDurationMinutes", CEILING_MINUTES),
-                warning_threshold_minutes=attrs.get("warningThresholdMinutes", 1),
-            )
-            errors = {
-                name: messages
-                for name, messages in _timeout_errors(probe, attrs).items()
-                if name in attrs
-            }
-            if errors:
-                raise serializers.ValidationError(errors)
         return attrs
 
 

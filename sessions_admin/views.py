@@ -30,6 +30,7 @@ from sessions_admin.serializers import (
     SessionListSerializer,
     TimeoutPatchSerializer,
     UnhealthySerializer,
+    timeout_changes,
 )
 
 logger = logging.getLogger(__name__)
@@ -287,7 +288,7 @@ class SessionTimeoutView(ApiView):
         body = TimeoutPatchSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         session, now = services.session_update_timeout(
-            session_id=session_uuid, changes=body.changes()
+            session_id=session_uuid, changes=timeout_changes(body.validated_data)
         )
         return Response(_session_info(session, now))
 

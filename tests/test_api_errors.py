@@ -261,6 +261,10 @@ def test_every_problem_is_listed_in_details(api_client):
         ({"timeoutMinutes": 60, "maxDurationMinutes": 30}, "maxDurationMinutes"),
         ({"timeoutMinutes": 10, "warningThresholdMinutes": 20}, "warningThresholdMinutes"),
         ({"timeoutMinutes": 60, "sessionId": "x"}, "sessionId"),
+        ({"maxDurationMinutes": 20161}, "maxDurationMinutes"),
+        ({"warningThresholdMinutes": 0}, "warningThresholdMinutes"),
+        ({"timeoutMinutes": "4"}, "timeoutMinutes"),
+        ({"timeoutMinutes": None}, "timeoutMinutes"),
     ],
 )
 def test_patch_rejects_invalid_fields(api_client, session, body, field):
