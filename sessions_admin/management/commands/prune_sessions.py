@@ -20,6 +20,7 @@ import signal
 import threading
 
 from django.core.management.base import BaseCommand, CommandError
+from django.db import close_old_connections
 
 from sessions_admin import policy
 from sessions_admin.pruning import (
@@ -97,6 +98,8 @@ class Command(BaseCommand):
                 return
             totals, passes = [], 0
             while not stop.is_set():
+                # As between requests: drop a connection that broke or outlived CONN_MAX_AGE.
+                close_old_connections()
                 totals.append(self._prune_once(stop, **prune))
                 passes += 1
                 self._say(summary_line(totals[-1]))
