@@ -93,3 +93,22 @@ def test_every_operation_conforms_to_the_schema(case):
         generated = str(case.path_parameters["sessionId"])
         case.path_parameters["sessionId"] = existing_session_id(zlib.crc32(generated.encode()) % 4)
         case.call_and_validate(headers=headers, checks=CHECKS)
+
+
+@schema.parametrize()
+@settings(
+    max_examples=10,
+    deadline=None,
+    suppress_health_check=[
+        HealthCheck.too_slow,
+        HealthCheck.filter_too_much,
+        HealthCheck.function_scoped_fixture,
+    ],
+    derandomize=True,
+    database=None,
+)
+def test_without_credentials_every_answer_is_documented(case):
+    """No key at all: 401s (and health's 200) must be documented answers too."""
+    response = case.call_and_validate(checks=CHECKS)
+    if case.operation.path != "/api/messaging/sessions/health":
+        assert response.status_code in {400, 401, 404, 405, 413, 415}, response.status_code
