@@ -116,6 +116,8 @@ def test_list_shows_every_column_with_distinct_status_badges(operator_client, fr
         assert f">{header}</" in html, header
     row = re.search(rf'<tr>.*?value="{session.pk}".*?</tr>', html, re.S).group(0)
     assert f"agent: {session.agent_id}" in row and f"user: {session.user_id}" in row
+    assert f'<span class="session-id" title="Session {session.pk}">{str(session.pk)[:8]}…</span>' in row
+    assert f'href="{change_url(session)}"' in row
     assert '<span class="session-status session-status--near-expiration">near expiration</span>' in row
     assert "4 min 12 s" in row
     assert "2026-11-27 10:04:12" in row and "2026-11-27 09:59:00" in row

@@ -179,7 +179,7 @@ def test_operator_afternoon(page, live_server, operator, store, screenshot):
     expect(row(page, renewable).locator("td.field-time_remaining")).to_have_text("-")
 
     # Open a session: everything read-only, the timeout configuration shown.
-    row(page, near_one).locator("th.field-session_id a").click()
+    row(page, near_one).locator("th.field-session_link a").click()
     expect(page.locator("h1")).to_have_text("View session")
     expect(page.locator("h2", has_text="Timeout configuration")).to_be_visible()
     expect(page.locator(".fieldBox.field-timeout_minutes .readonly")).to_have_text("30 min")
