@@ -164,7 +164,7 @@ REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "sessions_admin.auth.ApiKeyAuthentication",
         "rest_framework.authentication.SessionAuthentication",
-        "rest_framework.authentication.BasicAuthentication",
+        "sessions_admin.throttling.ThrottledBasicAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["sessions_admin.auth.ClientAccess"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
@@ -180,6 +180,8 @@ REST_FRAMEWORK = {
 
 # Rate limit per client (429 RATE_LIMITED with Retry-After): "N/s|min|hour|day" or "off".
 SESSIONS_THROTTLE_RATE = env_rate("SESSIONS_THROTTLE_RATE", "600/min")
+# Failed HTTP Basic sign-ins per client address (each costs a password hash), or "off".
+SESSIONS_AUTH_FAILURE_RATE = env_rate("SESSIONS_AUTH_FAILURE_RATE", "10/min")
 
 # The cache holds the rate-limit counters: Redis when REDIS_URL is set, so
 # every worker and host shares them; this process's memory otherwise.

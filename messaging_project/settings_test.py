@@ -5,6 +5,7 @@ import os
 os.environ.setdefault("DJANGO_SECRET_KEY", "tests-only-secret-key-not-for-production")
 # Tests that exercise rate limiting turn it on themselves (tests/test_limits.py).
 os.environ.setdefault("SESSIONS_THROTTLE_RATE", "off")
+os.environ.setdefault("SESSIONS_AUTH_FAILURE_RATE", "off")
 
 from messaging_project.settings import *  # noqa: E402,F403
 

@@ -13,6 +13,9 @@ import time
 
 from django.conf import settings
 from django.core.cache import cache
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
+from rest_framework import exceptions
+from rest_framework.authentication import BasicAuthentication
 from rest_framework.throttling import BaseThrottle
 
 from messaging_project.env import parse_rate
@@ -89,3 +92,49 @@ class ClientRateThrottle(BaseThrottle):
 
     def wait(self) -> float | None:
         return self.wait_seconds
+
+
+class ThrottledBasicAuthentication(BasicAuthentication):
+    """HTTP Basic whose failed attempts are limited per client address.
+
+    Every attempt costs a password hash (about half a second of CPU here), and
+    DRF checks throttles only after authentication: without this limit anyone
+    could guess passwords, or keep every worker busy hashing, unthrottled.
+    After ``SESSIONS_AUTH_FAILURE_RATE`` failures from one address, its Basic
+    attempts answer 429 without hashing until the window ends.
+    """
+
+    cache_prefix = "throttle:auth-failures"
+
+    def authenticate_credentials(self, userid, password, request=None):
+        rate = getattr(settings, "SESSIONS_AUTH_FAILURE_RATE", None)
+        if not rate or request is None:
+            return super().authenticate_credentials(userid, password, request)
+        limit, period = _parsed(rate)
+        now = ClientRateThrottle.timer()
+        window = int(now // period)
+        key = f"{self.cache_prefix}:{BaseThrottle().get_ident(request)}:{window}"
+        try:
+            failures = cache.get(key, 0)
+        except Exception:  # the cache is down: authenticate as usual
+            failures = 0
+        if failures >= limit:
+            raise exceptions.Throttled(wait=(window + 1) * period - now)
+        try:
+            return super().authenticate_credentials(userid, password, request)
+        except exceptions.AuthenticationFailed:
+            try:
+                ClientRateThrottle._count(key, timeout=period + 1)
+            except Exception:
+                logger.warning("Could not record a failed sign-in: cache unavailable")
+            raise
+
+
+class ThrottledBasicScheme(OpenApiAuthenticationExtension):
+    """Document ``ThrottledBasicAuthentication`` as plain HTTP Basic in the OpenAPI schema."""
+
+    target_class = ThrottledBasicAuthentication
+    name = "basicAuth"
+
+    def get_security_definition(self, auto_schema):
+        return {"type": "http", "scheme": "basic"}

@@ -1,5 +1,6 @@
 """Limits: request bodies over 1 MB (413) and per-client rate limits (429 with Retry-After)."""
 
+import base64
 import json
 import logging
 import socket
@@ -167,6 +168,70 @@ def test_redis_counts_the_limit(api_client, redis_cache):
     response = api_client.get(UNKNOWN)
     assert response.status_code == 429
     assert int(response["Retry-After"]) >= 1
+
+
+def basic(username: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()
+
+
+@pytest.fixture
+def counted_password_checks(monkeypatch):
+    """Count the password checks Django's model backend performs."""
+    from django.contrib.auth.backends import ModelBackend
+
+    calls = []
+    original = ModelBackend.authenticate
+
+    def counting(self, request, username=None, password=None, **kwargs):
+        calls.append(username)
+        return original(self, request, username=username, password=password, **kwargs)
+
+    monkeypatch.setattr(ModelBackend, "authenticate", counting)
+    return calls
+
+
+@pytest.mark.django_db
+def test_failed_basic_sign_ins_are_limited_per_address_before_hashing(
+    api_client, throttled, staff_user, counted_password_checks
+):
+    throttled.SESSIONS_AUTH_FAILURE_RATE = "3/min"
+    wrong = basic("operator", "wrong-password")
+    for _ in range(3):
+        response = api_client.get(SESSIONS, HTTP_AUTHORIZATION=wrong)
+        assert response.status_code == 401
+    assert len(counted_password_checks) == 3
+    blocked = api_client.get(SESSIONS, HTTP_AUTHORIZATION=wrong)
+    assert blocked.status_code == 429
+    assert blocked.json()["error"]["code"] == "RATE_LIMITED"
+    assert int(blocked["Retry-After"]) == 30
+    # Blocked means no more hashing from this address, even with the right password.
+    right = basic("operator", "operator-pass-123")
+    assert api_client.get(SESSIONS, HTTP_AUTHORIZATION=right).status_code == 429
+    assert len(counted_password_checks) == 3
+    # Another address is not affected.
+    assert (
+        api_client.get(SESSIONS, HTTP_AUTHORIZATION=right, REMOTE_ADDR="10.9.9.9").status_code
+        == 200
+    )
+
+
+@pytest.mark.django_db
+def test_successful_basic_sign_ins_are_not_counted_as_failures(api_client, throttled, staff_user):
+    throttled.SESSIONS_AUTH_FAILURE_RATE = "2/min"
+    throttled.SESSIONS_THROTTLE_RATE = None
+    right = basic("operator", "operator-pass-123")
+    assert {api_client.get(SESSIONS, HTTP_AUTHORIZATION=right).status_code for _ in range(4)} == {
+        200
+    }
+
+
+@pytest.mark.django_db
+def test_sign_in_failure_limit_off_switch(api_client, throttled, staff_user):
+    throttled.SESSIONS_AUTH_FAILURE_RATE = None
+    wrong = basic("operator", "wrong-password")
+    assert {api_client.get(SESSIONS, HTTP_AUTHORIZATION=wrong).status_code for _ in range(4)} == {
+        401
+    }
 
 
 # --- configuration ----------------------------------------------------------------
