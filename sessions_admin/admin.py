@@ -202,9 +202,9 @@ class SessionChangeList(ChangeList):
         # ordering such as ``expires_at`` walks the (expires_at, session_id)
         # index instead of sorting.
         ordering = super()._get_deterministic_ordering(ordering)
-        if ordering and ordering[-1] == "-pk" and isinstance(ordering[0], str):
-            if not ordering[0].startswith("-") and ordering[0] != "-pk":
-                ordering[-1] = "pk"
+        first = ordering[0] if ordering else None
+        if ordering[-1:] == ["-pk"] and isinstance(first, str) and not first.startswith("-"):
+            ordering[-1] = "pk"
         return ordering
 
 
