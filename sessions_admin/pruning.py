@@ -250,9 +250,9 @@ def session_prune_expired(
 ) -> PruneResult:
     """Delete expired sessions, at most ``batch_size`` per transaction; never load a row.
 
-    Each batch reads ``clock()`` (default ``policy.clock``) once and deletes only sessions with
-    ``expires_at <= now - grace_minutes``, re-checked in the ``DELETE``. The
-    pass ends when nothing is left that this pruner may take (rows another
+    Each batch reads ``clock()`` (default ``policy.clock``) once and deletes
+    only sessions with ``expires_at <= now - grace_minutes``, re-checked in
+    the ``DELETE``. The pass ends when nothing is left that this pruner may take (rows another
     pruner holds are its business), after ``max_rows`` rows, or when
     ``should_stop()`` turns true between batches. Unless ``prune_configs`` is
     false or the pass was stopped, timeout configurations no session uses any
