@@ -213,8 +213,9 @@ class GunicornServer:
         self.stop()
         raise RuntimeError(f"gunicorn did not listen on {self.port}:\n{self.output()}")
 
-    def output(self) -> str:
-        return Path(self.log.name).read_text(errors="replace")[-5000:]
+    def output(self, tail: int | None = 5000) -> str:
+        text = Path(self.log.name).read_text(errors="replace")
+        return text[-tail:] if tail else text
 
     def pids(self) -> list[int]:
         """The master and its workers (everything in the process group)."""

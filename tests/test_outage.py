@@ -191,6 +191,9 @@ def assert_recovers(running, session_id: str, within_seconds: float = 10) -> Non
             break
         time.sleep(0.2)
     assert statuses[-2:] == [200, 200], f"health never recovered: {statuses}"
+    # Nothing along the way was an unhandled error (a 500 logs its traceback).
+    log = running.output(tail=None)
+    assert "Traceback" not in log and "Internal Server Error" not in log, log[-3000:]
     key = {"X-API-KEY": ADMIN_KEY}
     # Every worker's pooled connection died with the outage; none may still fail.
     for _ in range(6):
