@@ -14,6 +14,11 @@ timeout = env_int("GUNICORN_TIMEOUT", 30, minimum=1, maximum=3600)
 graceful_timeout = 10
 keepalive = env_int("GUNICORN_KEEPALIVE", 5, minimum=0, maximum=300)
 
+# Web requests never wait on PostgreSQL longer than this (a lock wait, a
+# stalled server): the statement is cancelled and the request answers 503
+# well before the worker timeout. Read by the Django settings.
+os.environ.setdefault("DATABASE_STATEMENT_TIMEOUT_MS", "10000")
+
 # Load Django once in the master: a configuration error stops start-up at once
 # (instead of workers failing to boot in a loop), and workers share the
 # imported code copy-on-write. No database connection is opened at import.

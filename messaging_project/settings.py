@@ -118,6 +118,14 @@ elif _database["ENGINE"] == "django.db.backends.postgresql":
     _database["OPTIONS"].setdefault("keepalives_interval", 5)
     _database["OPTIONS"].setdefault("keepalives_count", 3)
     _database["OPTIONS"].setdefault("tcp_user_timeout", 10_000)
+    # A statement that runs longer (a lock wait, a stalled server) is cancelled
+    # and its request answers 503. gunicorn.conf.py sets 10 s for the web
+    # server; management commands (seeding, pruning, migrations) default to none.
+    _statement_timeout_ms = env_int(
+        "DATABASE_STATEMENT_TIMEOUT_MS", 0, minimum=0, maximum=86_400_000
+    )
+    if _statement_timeout_ms:
+        _database["OPTIONS"].setdefault("options", f"-c statement_timeout={_statement_timeout_ms}")
     _database["CONN_MAX_AGE"] = env_int("DATABASE_CONN_MAX_AGE", 60, minimum=0, maximum=3600)
     _database["CONN_HEALTH_CHECKS"] = True
 else:

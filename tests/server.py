@@ -110,8 +110,10 @@ def base_env() -> dict:
     env = {
         key: value
         for key, value in os.environ.items()
-        if not key.startswith(("DJANGO_", "SESSIONS_", "SESSION_", "PYTEST_", "GUNICORN_"))
-        and key not in {"DATABASE_URL", "REDIS_URL", "WEB_CONCURRENCY", "PORT", "HOST"}
+        if not key.startswith(
+            ("DJANGO_", "SESSIONS_", "SESSION_", "PYTEST_", "GUNICORN_", "DATABASE_", "REDIS_")
+        )
+        and key not in {"CACHE_KEY_PREFIX", "WEB_CONCURRENCY", "PORT", "HOST"}
     }
     env.update({"DJANGO_SECRET_KEY": SECRET_KEY, "SESSIONS_THROTTLE_RATE": "off"})
     return env

@@ -5,6 +5,8 @@ documents; a test below keeps the two in step.
 """
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -163,3 +165,28 @@ def test_https_mode_redirects_plain_http_and_sends_hsts(api_client, https_settin
 @pytest.mark.django_db
 def test_https_mode_leaves_health_probes_on_plain_http(api_client, https_settings):
     assert api_client.get(HEALTH).status_code == 200
+
+
+def test_statement_timeout_is_set_for_the_web_server_only():
+    script = "from django.db import connection; print(connection.settings_dict['OPTIONS'].get('options'))"
+    database = {"DATABASE_URL": "postgres://user@db.invalid:5432/sessions"}
+    command = server.manage("shell", "-c", script, env=database)
+    assert command.stdout.strip().splitlines()[-1] == "None", command.stderr
+    web = server.manage(
+        "shell", "-c", script, env={**database, "DATABASE_STATEMENT_TIMEOUT_MS": "10000"}
+    )
+    assert web.stdout.strip().splitlines()[-1] == "-c statement_timeout=10000", web.stderr
+    # gunicorn.conf.py gives the web server its 10 s default before Django loads.
+    config = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import runpy, os; runpy.run_path('gunicorn.conf.py'); "
+            "print(os.environ['DATABASE_STATEMENT_TIMEOUT_MS'])",
+        ],
+        cwd=server.ROOT,
+        env=server.base_env(),
+        capture_output=True,
+        text=True,
+    )
+    assert config.stdout.strip() == "10000", config.stderr

@@ -12,6 +12,7 @@ import time
 import uuid
 from urllib.parse import urlsplit
 
+import psycopg
 import pytest
 
 from tests import server
@@ -251,3 +252,44 @@ def test_database_host_not_answering_then_back(outage_setup):
 
     proxy.up()
     assert_recovers(running, session_id)
+
+
+def test_a_statement_stuck_on_a_lock_is_cancelled_with_503():
+    """A request never waits on the database for long: ``DATABASE_STATEMENT_TIMEOUT_MS``."""
+    scratch = server.ScratchPostgres(server.postgres_server_url(), "stuck").create()
+    env = {
+        "DATABASE_URL": scratch.url,
+        "SESSIONS_ADMIN_API_KEY": ADMIN_KEY,
+        "DATABASE_STATEMENT_TIMEOUT_MS": "1000",
+    }
+    key = {"X-API-KEY": ADMIN_KEY}
+    try:
+        with server.GunicornServer(env=env, workers=2) as running:
+            status, _, created = server.request(
+                "POST",
+                running.url(BASE),
+                headers=key,
+                body={"agentId": str(uuid.uuid4()), "userId": str(uuid.uuid4())},
+            )
+            assert status == 201, created
+            heartbeat = running.url(f"{BASE}/{created['sessionId']}/heartbeat")
+            with psycopg.connect(scratch.url) as holder:  # one open transaction
+                holder.execute(
+                    "SELECT 1 FROM sessions_admin_session WHERE session_id = %s FOR UPDATE",
+                    [created["sessionId"]],
+                )
+                elapsed, status, body = timed("POST", heartbeat, headers=key)
+                assert status == 503, body
+                assert body["error"]["code"] == "SERVICE_UNAVAILABLE"
+                assert 0.9 < elapsed < 3.0, f"heartbeat took {elapsed:.2f} s"
+                # Reads do not wait for the lock.
+                get = server.request(
+                    "GET", running.url(f"{BASE}/{created['sessionId']}"), headers=key
+                )
+                assert get[0] == 200
+                holder.rollback()
+            status, _, body = server.request("POST", heartbeat, headers=key)
+            assert status == 200, body
+            assert body["renewalCount"] == 1  # the cancelled heartbeat left no trace
+    finally:
+        scratch.drop()
