@@ -15,7 +15,7 @@ graceful_timeout = 10
 keepalive = env_int("GUNICORN_KEEPALIVE", 5, minimum=0, maximum=300)
 
 # Web requests never wait on PostgreSQL longer than this (a lock wait, a
-# stalled server): the statement is cancelled and the request answers 503
+# runaway query): the statement is cancelled and the request answers 503
 # well before the worker timeout. Read by the Django settings.
 os.environ.setdefault("DATABASE_STATEMENT_TIMEOUT_MS", "10000")
 

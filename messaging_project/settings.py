@@ -118,7 +118,7 @@ elif _database["ENGINE"] == "django.db.backends.postgresql":
     _database["OPTIONS"].setdefault("keepalives_interval", 5)
     _database["OPTIONS"].setdefault("keepalives_count", 3)
     _database["OPTIONS"].setdefault("tcp_user_timeout", 10_000)
-    # A statement that runs longer (a lock wait, a stalled server) is cancelled
+    # A statement that runs longer (a lock wait, a runaway query) is cancelled
     # and its request answers 503. gunicorn.conf.py sets 10 s for the web
     # server; management commands (seeding, pruning, migrations) default to none.
     _statement_timeout_ms = env_int(
