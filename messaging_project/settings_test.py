@@ -10,3 +10,12 @@ os.environ.setdefault("SESSIONS_AUTH_FAILURE_RATE", "off")
 from messaging_project.settings import *  # noqa: E402,F403
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+# Tests run without collectstatic: serve static files from the app directories as
+# they are (the production manifest storage would need collectstatic's manifest).
+STORAGES = {
+    **STORAGES,  # noqa: F405
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
+WHITENOISE_AUTOREFRESH = True
+WHITENOISE_USE_FINDERS = True

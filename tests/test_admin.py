@@ -24,14 +24,6 @@ NOW = datetime(2026, 11, 27, 10, 0, 0, tzinfo=UTC)
 CHANGELIST = reverse("admin:sessions_admin_session_changelist")
 
 
-@pytest.fixture(autouse=True)
-def plain_static_files(settings):
-    # The production storage needs collectstatic's manifest; tests serve files as they are.
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
-    }
-
 
 @pytest.fixture
 def frozen():

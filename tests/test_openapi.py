@@ -238,12 +238,7 @@ def test_schema_is_served(api_client):
     assert yaml.safe_load(response.content)["info"]["title"] == "sessions_admin API"
 
 
-def test_docs_page_is_served_from_local_static_files(api_client, settings):
-    # Tests run without collectstatic; production serves the hashed files (whitenoise).
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
-    }
+def test_docs_page_is_served_from_local_static_files(api_client):
     response = api_client.get("/api/docs/")
     assert response.status_code == 200
     page = response.content.decode()

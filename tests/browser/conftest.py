@@ -30,15 +30,6 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
-@pytest.fixture(autouse=True)
-def plain_static_files(settings):
-    # The live server serves static files from the finders; the production
-    # storage would ask for collectstatic's manifest instead.
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
-    }
-
 
 @pytest.fixture(scope="session")
 def chromium():
