@@ -167,6 +167,9 @@ SESSIONS_ADMIN_API_KEY = env_str("SESSIONS_ADMIN_API_KEY")
 SESSIONS_API_KEY = env_str("SESSIONS_API_KEY") or env_str("ELIZA_SERVER_AUTH_TOKEN")
 SESSIONS_TIMEOUTS = session_timeout_settings()
 SESSIONS_METADATA_MAX_BYTES = 10 * 1024
+# Health answers 503 once the database is this late (0: wait as long as the
+# connection does). Kept under libpq's 2 s connect-timeout floor.
+SESSIONS_HEALTH_TIMEOUT_MS = env_int("SESSIONS_HEALTH_TIMEOUT_MS", 1500, minimum=0, maximum=60_000)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [

@@ -6,6 +6,9 @@ os.environ.setdefault("DJANGO_SECRET_KEY", "tests-only-secret-key-not-for-produc
 # Tests that exercise rate limiting turn it on themselves (tests/test_limits.py).
 os.environ.setdefault("SESSIONS_THROTTLE_RATE", "off")
 os.environ.setdefault("SESSIONS_AUTH_FAILURE_RATE", "off")
+# In-process tests read health on the test's own connection (its uncommitted rows,
+# its query count); the real-server outage tests check the deadline.
+os.environ.setdefault("SESSIONS_HEALTH_TIMEOUT_MS", "0")
 
 from messaging_project.settings import *  # noqa: E402,F403
 

@@ -1,0 +1,57 @@
+"""The health probe's deadline (SESSIONS_HEALTH_TIMEOUT_MS), in process.
+
+The real-server outage tests (tests/test_outage.py) check the same bound
+against an unreachable PostgreSQL.
+"""
+
+import threading
+import time
+
+import pytest
+
+from sessions_admin import policy, selectors
+from tests.factories import SessionFactory
+
+HEALTH = "/api/messaging/sessions/health"
+
+
+@pytest.mark.django_db
+def test_a_late_database_answers_503_at_the_deadline(api_client, settings, monkeypatch):
+    settings.SESSIONS_HEALTH_TIMEOUT_MS = 200
+    release = threading.Event()
+
+    def stuck_stats(*, now):
+        release.wait(10)
+        raise AssertionError("the request should not have waited for this")
+
+    monkeypatch.setattr(selectors, "session_stats", stuck_stats)
+    started = time.monotonic()
+    try:
+        response = api_client.get(HEALTH)
+    finally:
+        release.set()
+    elapsed = time.monotonic() - started
+
+    body = response.json()
+    assert response.status_code == 503
+    assert body["status"] == "unhealthy" and body["database"] == "unreachable"
+    assert body["error"]["code"] == "SERVICE_UNAVAILABLE"
+    assert 0.2 <= elapsed < 1.0, f"answered after {elapsed:.3f} s"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_probe_thread_reads_the_database_on_its_own_connection(api_client, settings):
+    settings.SESSIONS_HEALTH_TIMEOUT_MS = 5000
+    now = policy.clock()
+    SessionFactory.create_batch(2, now=now)
+    SessionFactory(now=now, near_expiration=True)
+    SessionFactory(now=now, expired=True)
+
+    response = api_client.get(HEALTH)
+
+    body = response.json()
+    assert response.status_code == 200, body
+    assert body["status"] == "healthy" and body["database"] == "ok"
+    assert body["activeSessions"] == 3
+    assert body["expiringSoon"] == 1
+    assert not [t for t in threading.enumerate() if t.name == "sessions-health-probe"]
