@@ -549,8 +549,8 @@ class SessionAdmin(admin.ModelAdmin):
         self._report_renewals(request, renewed, refused)
 
     def _renew(self, request, session_ids) -> tuple[list[Session], Counter]:
-        # One session_renew per row (what the API's renew and session_renew_many
-        # run), so the log names exactly the sessions that were extended.
+        # One session_renew per row (what the API's renew runs), so the log
+        # names exactly the sessions that were extended.
         renewed, refused = [], Counter()
         for session_id in session_ids:
             try:

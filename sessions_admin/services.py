@@ -147,16 +147,3 @@ def session_delete_many(*, session_ids: Iterable[UUID]) -> int:
 def session_expire_now(*, session_ids: Iterable[UUID], now: datetime) -> int:
     """End the given active sessions at ``now``; return how many were active."""
     return Session.objects.filter(pk__in=list(session_ids)).active(now).update(expires_at=now)
-
-
-def session_renew_many(*, session_ids: Iterable[UUID]) -> tuple[int, int]:
-    """Renew each session manually; return ``(renewed, not_renewed)``."""
-    renewed = failed = 0
-    for session_id in session_ids:
-        try:
-            session_renew(session_id=session_id)
-        except (SessionNotFound, SessionExpired, SessionRenewalFailed):
-            failed += 1
-        else:
-            renewed += 1
-    return renewed, failed
