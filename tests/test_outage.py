@@ -200,26 +200,24 @@ def assert_recovers(running, session_id: str, within_seconds: float = 10) -> Non
     for _ in range(6):
         status, _, body = server.request("GET", running.url(f"{BASE}/{session_id}"), headers=key)
         assert status == 200, body
-    status, _, body = server.request(
+    create_session(running)
+
+
+def create_session(running) -> str:
+    """Create a session over HTTP; return its id."""
+    status, _, created = server.request(
         "POST",
         running.url(BASE),
-        headers=key,
+        headers={"X-API-KEY": ADMIN_KEY},
         body={"agentId": str(uuid.uuid4()), "userId": str(uuid.uuid4())},
     )
-    assert status == 201, body
+    assert status == 201, created
+    return created["sessionId"]
 
 
 def test_database_down_then_back(outage_setup):
     running, proxy = outage_setup
-    key = {"X-API-KEY": ADMIN_KEY}
-    status, _, created = server.request(
-        "POST",
-        running.url(BASE),
-        headers=key,
-        body={"agentId": str(uuid.uuid4()), "userId": str(uuid.uuid4())},
-    )
-    assert status == 201, created
-    session_id = created["sessionId"]
+    session_id = create_session(running)
     for _ in range(4):  # every worker now holds a pooled connection (CONN_MAX_AGE)
         assert server.request("GET", running.url(HEALTH))[0] == 200
 
@@ -233,15 +231,7 @@ def test_database_down_then_back(outage_setup):
 
 def test_database_host_not_answering_then_back(outage_setup):
     running, proxy = outage_setup
-    key = {"X-API-KEY": ADMIN_KEY}
-    status, _, created = server.request(
-        "POST",
-        running.url(BASE),
-        headers=key,
-        body={"agentId": str(uuid.uuid4()), "userId": str(uuid.uuid4())},
-    )
-    assert status == 201, created
-    session_id = created["sessionId"]
+    session_id = create_session(running)
 
     proxy.blackhole()
     # Health stops waiting at SESSIONS_HEALTH_TIMEOUT_MS (1.5 s by default).
