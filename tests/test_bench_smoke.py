@@ -1,0 +1,42 @@
+"""The benchmarks in bench/ still run: each in its ``--smoke`` mode, against PostgreSQL.
+
+They are measurements, not tests: only that they finish and print their
+report is checked here, never a figure.
+"""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests import server
+
+pytestmark = [pytest.mark.postgres, pytest.mark.server]
+
+# What each benchmark's table must show: its header and one row per contender.
+EXPECTED_ROWS = {
+    "list.py": ["| first page", "| page at 90%", "| agentId filter"],
+    "load.py": ["| create", "| get", "| heartbeat", "| list (100/page)", "| mixed"],
+    "prune.py": ["| raw DELETE", "| prune_sessions ", "| prune_sessions x2", "| naive delete"],
+}
+
+
+@pytest.mark.parametrize("script", sorted(EXPECTED_ROWS))
+def test_benchmark_smoke_run(script):
+    env = {**server.base_env(), "BENCH_PG": server.postgres_server_url()}
+    env.pop("DJANGO_SECRET_KEY", None)  # each benchmark sets its own
+    result = subprocess.run(
+        [sys.executable, os.path.join("bench", script), "--smoke"],
+        cwd=server.ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-4000:]
+    assert "Traceback" not in output, output[-4000:]
+    assert output.startswith("machine: ") or "\nmachine: " in output
+    for row in EXPECTED_ROWS[script]:
+        assert row in output, f"{row!r} missing from:\n{output[-3000:]}"
