@@ -6,6 +6,7 @@ every worker are killed with SIGKILL mid-stream; after a restart each
 acknowledged session is found, over HTTP and in the table.
 """
 
+import http.client
 import threading
 import time
 import uuid
@@ -40,7 +41,7 @@ def writer(running, acknowledged: list, failures: list, stop: threading.Event) -
             status, _, payload = server.request(
                 "POST", running.url(BASE), body=body, headers={"X-API-KEY": ADMIN_KEY}, timeout=5
             )
-        except OSError:  # the server is gone: in flight, never acknowledged
+        except (OSError, http.client.HTTPException):  # cut off by the kill: never acknowledged
             failures.append("connection")
             time.sleep(0.01)
             continue
