@@ -75,18 +75,23 @@ def existing_session_id(variant: int) -> str:
     return str(session.session_id)
 
 
+def fuzzing(*, max_examples: int):
+    """Hypothesis settings for a bounded, repeatable run over every operation."""
+    return settings(
+        max_examples=max_examples,
+        deadline=None,
+        suppress_health_check=[
+            HealthCheck.too_slow,
+            HealthCheck.filter_too_much,
+            HealthCheck.function_scoped_fixture,
+        ],
+        derandomize=True,
+        database=None,
+    )
+
+
 @schema.parametrize()
-@settings(
-    max_examples=30,
-    deadline=None,
-    suppress_health_check=[
-        HealthCheck.too_slow,
-        HealthCheck.filter_too_much,
-        HealthCheck.function_scoped_fixture,
-    ],
-    derandomize=True,
-    database=None,
-)
+@fuzzing(max_examples=30)
 def test_every_operation_conforms_to_the_schema(case):
     headers = {"X-API-KEY": ADMIN_KEY}
     # Input the schema forbids must be refused. (Only here: on an existing
@@ -99,17 +104,7 @@ def test_every_operation_conforms_to_the_schema(case):
 
 
 @schema.parametrize()
-@settings(
-    max_examples=10,
-    deadline=None,
-    suppress_health_check=[
-        HealthCheck.too_slow,
-        HealthCheck.filter_too_much,
-        HealthCheck.function_scoped_fixture,
-    ],
-    derandomize=True,
-    database=None,
-)
+@fuzzing(max_examples=10)
 def test_without_credentials_every_answer_is_documented(case):
     """No key at all: 401s (and health's 200) must be documented answers too."""
     response = case.call_and_validate(checks=CHECKS)
