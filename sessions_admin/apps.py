@@ -7,4 +7,9 @@ class SessionsAdminConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self):
-        from sessions_admin import checks  # noqa: F401  (registers system checks)
+        from sessions_admin import (
+            checks,  # noqa: F401  (registers system checks)
+            db,
+        )
+
+        db.install()

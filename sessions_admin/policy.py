@@ -95,8 +95,8 @@ def status_of(expires_at: datetime, warning_threshold_minutes: int, *, now: date
 
 def format_datetime(value: datetime) -> str:
     """Format as ISO 8601 UTC with millisecond precision and a ``Z`` suffix."""
-    utc = value.astimezone(UTC)
-    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
+    # "2026-11-27T04:52:39.281+00:00" -> "2026-11-27T04:52:39.281Z"
+    return value.astimezone(UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
 
 
 def humanize_ms(milliseconds: int) -> str:

@@ -2,6 +2,7 @@
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any, NamedTuple
 from uuid import UUID
 
 from django.core import signing
@@ -119,9 +120,36 @@ class Cursor:
         return cursor
 
 
+class TimeoutValues(NamedTuple):
+    timeout_minutes: int
+    auto_renew: bool
+    max_duration_minutes: int
+    warning_threshold_minutes: int
+
+
+class SessionRow(NamedTuple):
+    """A listed session: the model's field names, without the cost of a model instance."""
+
+    session_id: UUID
+    agent_id: UUID
+    user_id: UUID
+    metadata: Any
+    created_at: datetime
+    last_activity: datetime
+    expires_at: datetime
+    renewal_count: int
+    timeout_config: TimeoutValues
+
+
+_ROW_FIELDS = SessionRow._fields[:-1] + tuple(
+    f"timeout_config__{name}" for name in TimeoutValues._fields
+)
+_CONFIG_START = len(SessionRow._fields) - 1
+
+
 @dataclass(frozen=True)
 class SessionPage:
-    sessions: list[Session]
+    sessions: list[SessionRow]
     total: int
     stats: dict
     next_cursor: str | None
@@ -150,9 +178,10 @@ def session_list(
     queryset = Session.objects.filter(match)
     if cursor is not None:
         queryset = queryset.filter(ordering.after(cursor.value, cursor.session_id))
-    rows = list(
-        queryset.select_related("timeout_config").order_by(*ordering.order_by())[: limit + 1]
-    )
+    rows = [
+        SessionRow(*row[:_CONFIG_START], TimeoutValues(*row[_CONFIG_START:]))
+        for row in queryset.order_by(*ordering.order_by()).values_list(*_ROW_FIELDS)[: limit + 1]
+    ]
     next_cursor = None
     if len(rows) > limit:
         rows = rows[:limit]

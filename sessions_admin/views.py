@@ -30,6 +30,7 @@ from sessions_admin.serializers import (
     SessionListSerializer,
     TimeoutPatchSerializer,
     UnhealthySerializer,
+    session_info,
     timeout_changes,
 )
 
@@ -70,10 +71,6 @@ def _session_id(raw: str) -> UUID:
     if not UUID_PATTERN.fullmatch(raw):
         raise SessionNotFound(raw[:100])
     return UUID(raw)
-
-
-def _session_info(session, now) -> dict:
-    return SessionInfoSerializer(session, context={"now": now}).data
 
 
 class ApiView(APIView):
@@ -123,10 +120,9 @@ class SessionCollectionView(ApiView):
             limit=query.validated_data["limit"],
             cursor=cursor,
         )
-        sessions = SessionInfoSerializer(page.sessions, many=True, context={"now": now}).data
         return Response(
             {
-                "sessions": sessions,
+                "sessions": [session_info(session, now=now) for session in page.sessions],
                 "total": page.total,
                 "stats": page.stats,
                 "limit": query.validated_data["limit"],
@@ -161,7 +157,7 @@ class SessionCollectionView(ApiView):
             now=now,
         )
         return Response(
-            _session_info(session, now),
+            session_info(session, now=now),
             status=201,
             headers={"Location": f"{request.path}/{session.session_id}"},
         )
@@ -181,7 +177,7 @@ class SessionDetailView(ApiView):
     def get(self, request, sessionId):
         now = policy.clock()
         session = selectors.session_get(session_id=_session_id(sessionId), now=now)
-        return Response(_session_info(session, now))
+        return Response(session_info(session, now=now))
 
     @extend_schema(
         operation_id="deleteSession",
@@ -230,7 +226,7 @@ class SessionHeartbeatView(ApiView):
     )
     def post(self, request, sessionId):
         session, now = services.session_heartbeat(session_id=_session_id(sessionId))
-        return Response(_session_info(session, now))
+        return Response(session_info(session, now=now))
 
 
 class SessionRenewView(ApiView):
@@ -258,7 +254,7 @@ class SessionRenewView(ApiView):
     )
     def post(self, request, sessionId):
         session, now = services.session_renew(session_id=_session_id(sessionId))
-        return Response(_session_info(session, now))
+        return Response(session_info(session, now=now))
 
 
 class SessionTimeoutView(ApiView):
@@ -290,7 +286,7 @@ class SessionTimeoutView(ApiView):
         session, now = services.session_update_timeout(
             session_id=session_uuid, changes=timeout_changes(body.validated_data)
         )
-        return Response(_session_info(session, now))
+        return Response(session_info(session, now=now))
 
 
 class HealthView(ApiView):
