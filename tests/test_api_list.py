@@ -260,6 +260,15 @@ def test_every_item_matches_the_schema_with_a_mixed_store(admin_api, frozen):
         )
 
 
+def test_each_item_is_what_get_answers_for_that_session(admin_api, frozen):
+    # The list builds items from value rows, GET from a model instance: same dict.
+    make(expires=2, auto_renew=False, metadata={"k": ["v", 1]})
+    make(expires=600, timeout=1440, max_duration=20160, warning=60, renewal_count=7)
+
+    for item in get(admin_api)["sessions"]:
+        assert admin_api.get(f"{URL}/{item['sessionId']}").json() == item
+
+
 def test_datetimes_are_utc_with_milliseconds_truncated(admin_api, frozen):
     make(
         created=timedelta(minutes=-5, microseconds=-999),
