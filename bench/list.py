@@ -26,6 +26,8 @@ a deep page ≤ 1.2× the first page.
 import argparse
 import cProfile
 import io
+import json
+import logging
 import os
 import pstats
 import sys
@@ -139,10 +141,12 @@ def time_sql(conn: psycopg.Connection, statements: list[str]) -> float:
 
 
 def time_http(client: Client, path: str) -> float:
+    """Seconds from sending the request to the last byte of the answer (parsed afterwards)."""
     started = time.perf_counter()
-    status, body = client.request("GET", path)
+    status, raw = client.request_raw("GET", path)
     elapsed = time.perf_counter() - started
-    assert status == 200 and len(body["sessions"]) == PAGE, (status, str(body)[:300])
+    body = json.loads(raw)
+    assert status == 200 and len(body["sessions"]) == PAGE, (status, raw[:300])
     return elapsed
 
 
@@ -169,14 +173,18 @@ def profile(database_name: str, scenario: dict, sort: str = "tottime") -> str:
 
 
 def breakdown(database_name: str, scenario: dict, sql_p50_ms: float, repeat: int) -> list[list]:
-    """Median time of each stage of one request, measured in this process, cumulatively."""
+    """Median time of each stage of one request, measured in this process, cumulatively.
+
+    The last two rows are the fixed cost of a request, whatever the page holds:
+    the same list with one session on the page, and an unknown route (404).
+    """
     from django.db import connection
     from django.test import Client as DjangoClient
     from django.test.utils import override_settings
-    from rest_framework.renderers import JSONRenderer
 
     from sessions_admin import policy, selectors
-    from sessions_admin.serializers import SessionInfoSerializer
+    from sessions_admin.renderers import FastJSONRenderer
+    from sessions_admin.serializers import session_info
 
     connection.close()
     connection.settings_dict["NAME"] = database_name
@@ -191,14 +199,12 @@ def breakdown(database_name: str, scenario: dict, sql_p50_ms: float, repeat: int
             cursor=scenario["cursor"],
         )
 
-    def serialized():
-        result = page()
-        return SessionInfoSerializer(
-            result.sessions, many=True, context={"now": policy.clock()}
-        ).data
+    def dicts():
+        now = policy.clock()
+        return [session_info(session, now=now) for session in page().sessions]
 
     def rendered():
-        return JSONRenderer().render({"sessions": serialized()})
+        return FastJSONRenderer().render({"sessions": dicts()})
 
     def median_ms(function) -> float:
         function()
@@ -209,31 +215,49 @@ def breakdown(database_name: str, scenario: dict, sql_p50_ms: float, repeat: int
             samples.append(time.perf_counter() - started)
         return summary_ms(samples)["p50"]
 
+    one_session = scenario["query"].replace(f"limit={PAGE}", "limit=1")
     with override_settings(SESSIONS_ADMIN_API_KEY=ADMIN_KEY, ALLOWED_HOSTS=["testserver"]):
         client = DjangoClient(HTTP_X_API_KEY=ADMIN_KEY)
         stages = [
             ("raw SQL (psycopg, rows fetched)", sql_p50_ms),
-            ("selector: same SQL through Django + model instances", median_ms(page)),
-            ("+ 100 SessionInfo dicts (serializer)", median_ms(serialized)),
-            ("+ JSON rendering", median_ms(rendered)),
+            ("selector: the same SQL through Django, rows as tuples", median_ms(page)),
+            (f"+ {PAGE} SessionInfo dicts (session_info)", median_ms(dicts)),
+            ("+ JSON (the API's renderer)", median_ms(rendered)),
             (
                 "whole request in process (Django test client)",
                 median_ms(lambda: client.get(LIST_PATH + scenario["query"])),
             ),
+            (
+                "the same request for 1 session (limit=1)",
+                median_ms(lambda: client.get(LIST_PATH + one_session)),
+            ),
         ]
+        # An unknown route answers 404, which Django logs as a warning each time.
+        request_log = logging.getLogger("django.request")
+        level = request_log.level
+        request_log.setLevel(logging.ERROR)
+        try:
+            stages.append(
+                (
+                    "an unknown route (404): middleware only",
+                    median_ms(lambda: client.get(LIST_PATH + "/no/such/route")),
+                )
+            )
+        finally:
+            request_log.setLevel(level)
     connection.close()
     return [[stage, f"{ms:.1f}"] for stage, ms in stages]
 
 
 def run_size(
-    size: int, *, requests: int, workers: int, want_profile: bool, keep: bool
+    size: int, *, requests: int, workers: int, threads: int, want_profile: bool, keep: bool
 ) -> list[list]:
     name, url, seed_seconds = seed(size)
     print(f"\n## {size:,} sessions (seeded in {seed_seconds:.1f} s; load average {load_average()})")
     rows = []
     try:
         built = scenarios(name)
-        with Gunicorn(database_url=url, workers=workers) as server, psycopg.connect(url) as conn:
+        with Gunicorn(database_url=url, workers=workers, threads=threads) as server, psycopg.connect(url) as conn:
             client = Client(server.port)
             results = {}
             for scenario in built:
@@ -295,23 +319,44 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--requests", type=int, default=100, help="Timed requests per scenario.")
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers (default 2).")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="Threads per worker (default 1: sync workers; more: gthread, which keeps connections).",
+    )
     parser.add_argument("--smoke", action="store_true", help="5,000 sessions, 10 requests.")
     parser.add_argument("--profile", action="store_true", help="cProfile each scenario in process.")
     parser.add_argument("--keep", action="store_true", help="Keep the scratch databases.")
     args = parser.parse_args(argv)
-    sizes = [5_000] if args.smoke else [int(s.replace("_", "")) for s in args.sizes.split(",")]
+    try:
+        sizes = [5_000] if args.smoke else [int(s.replace("_", "")) for s in args.sizes.split(",")]
+    except ValueError:
+        parser.error(f"--sizes must be comma-separated whole numbers, not {args.sizes!r}")
+    if any(size < 1_000 for size in sizes):
+        parser.error("each size must be at least 1000 (the deep page needs rows to page through)")
     requests = 10 if args.smoke else args.requests
 
+    if args.workers < 1 or args.threads < 1 or requests < 1:
+        parser.error("--workers, --threads and --requests must be at least 1")
+    worker_kind = (
+        "sync workers" if args.threads == 1 else f"gthread workers with {args.threads} threads"
+    )
     print(machine_report())
     print(
-        f"gunicorn: {args.workers} sync workers; {requests} timed requests per scenario; "
+        f"gunicorn: {args.workers} {worker_kind}; {requests} timed requests per scenario; "
         f"page size {PAGE}; load average before: {load_average()}"
     )
     started = time.perf_counter()
     rows = []
     for size in sizes:
         rows += run_size(
-            size, requests=requests, workers=args.workers, want_profile=args.profile, keep=args.keep
+            size,
+            requests=requests,
+            workers=args.workers,
+            threads=args.threads,
+            want_profile=args.profile,
+            keep=args.keep,
         )
     print()
     print(

@@ -18,6 +18,11 @@ class Client:
         self.connection: http.client.HTTPConnection | None = None
 
     def request(self, method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
+        status, raw = self.request_raw(method, path, body)
+        return status, json.loads(raw) if raw else {}
+
+    def request_raw(self, method: str, path: str, body: dict | None = None) -> tuple[int, bytes]:
+        """Send one request; return the status and the body as received (not parsed)."""
         if self.connection is None:
             self.connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
         headers = dict(self.headers)
@@ -34,7 +39,7 @@ class Client:
             raise
         if response.getheader("Connection", "").lower() == "close":
             self.close()
-        return response.status, json.loads(raw) if raw else {}
+        return response.status, raw
 
     def close(self) -> None:
         if self.connection is not None:
