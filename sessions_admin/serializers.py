@@ -24,11 +24,16 @@ from sessions_admin.selectors import (
     ORDERING_CHOICES,
     STATUS_CHOICES,
     SessionFilters,
+    SessionRow,
 )
 
 
-def session_info(session: Session, *, now: datetime) -> dict:
-    """Return the SessionInfo dict for ``session`` as seen at ``now`` (no queries)."""
+def session_info(session: Session | SessionRow, *, now: datetime) -> dict:
+    """Return the SessionInfo dict for ``session`` as seen at ``now`` (no queries).
+
+    ``session`` is a model instance or a listed ``SessionRow``: both have the
+    same attribute names, ``timeout_config`` included.
+    """
     config = session.timeout_config
     remaining = policy.time_remaining_ms(session.expires_at, now=now)
     return {
