@@ -6,6 +6,12 @@ So, unless ``SESSIONS_HEALTH_TIMEOUT_MS`` is 0, the probe runs on a short-lived
 daemon thread with its own connection, and the request stops waiting for it at
 the deadline. A probe left behind ends with its connection attempt; it holds
 nothing the request needs.
+
+A process runs at most one probe at a time: a health request that arrives while
+one is in flight waits for that probe's answer (under its own deadline, and
+with the counts as of that probe's start) instead of starting another. Health checks are not authenticated or rate limited, so
+without this a flood of them against a slow database would pile up one thread
+and one connection attempt per request, each lingering past its deadline.
 """
 
 import threading
@@ -21,25 +27,41 @@ class ProbeTimedOut(OperationalError):
     """The database did not answer the health probe in time."""
 
 
-def _probe_on_thread(now: datetime, deadline_seconds: float) -> dict:
-    outcome: dict = {}
-    finished = threading.Event()
+class _Probe:
+    """One run of the stats query on its own thread; any number of requests may wait for it."""
 
-    def probe():
+    def __init__(self, now: datetime):
+        self.now = now
+        self.finished = threading.Event()
+        self.counts: dict | None = None
+        self.error: BaseException | None = None
+        threading.Thread(target=self._run, name="sessions-health-probe", daemon=True).start()
+
+    def _run(self) -> None:
         try:
-            outcome["counts"] = selectors.session_stats(now=now)
-        except Exception as exc:  # handed to the request thread, which decides
-            outcome["error"] = exc
+            self.counts = selectors.session_stats(now=self.now)
+        except Exception as exc:  # handed to the waiting requests, which decide
+            self.error = exc
         finally:
             connections.close_all()
-            finished.set()
+            self.finished.set()
 
-    threading.Thread(target=probe, name="sessions-health-probe", daemon=True).start()
-    if not finished.wait(deadline_seconds):
+
+_lock = threading.Lock()
+_latest: _Probe | None = None
+
+
+def _probe_on_thread(now: datetime, deadline_seconds: float) -> dict:
+    global _latest
+    with _lock:
+        if _latest is None or _latest.finished.is_set():
+            _latest = _Probe(now)
+        probe = _latest
+    if not probe.finished.wait(deadline_seconds):
         raise ProbeTimedOut(f"no answer from the database within {deadline_seconds:g} s")
-    if "error" in outcome:
-        raise outcome["error"]
-    return outcome["counts"]
+    if probe.error is not None:
+        raise probe.error
+    return probe.counts
 
 
 def database_stats(*, now: datetime) -> dict:

@@ -8,6 +8,7 @@ import threading
 import time
 
 import pytest
+from rest_framework.test import APIClient
 
 from sessions_admin import policy, selectors
 from tests.factories import SessionFactory
@@ -55,3 +56,43 @@ def test_the_probe_thread_reads_the_database_on_its_own_connection(api_client, s
     assert body["activeSessions"] == 3
     assert body["expiringSoon"] == 1
     assert not [t for t in threading.enumerate() if t.name == "sessions-health-probe"]
+
+
+@pytest.mark.django_db
+def test_requests_during_a_slow_probe_wait_for_it_instead_of_starting_more(
+    api_client, settings, monkeypatch
+):
+    settings.SESSIONS_HEALTH_TIMEOUT_MS = 300
+    release = threading.Event()
+    calls = []
+
+    def slow_stats(*, now):
+        calls.append(now)
+        release.wait(10)
+        return {"total": 1, "active": 1, "expired": 0, "near_expiration": 0}
+
+    monkeypatch.setattr(selectors, "session_stats", slow_stats)
+    statuses = []
+
+    def check():  # one client per thread, as separate load balancers would be
+        statuses.append(APIClient().get(HEALTH).status_code)
+
+    try:
+        flood = [threading.Thread(target=check) for _ in range(8)]
+        for thread in flood:
+            thread.start()
+        for thread in flood:
+            thread.join(5)
+        probes = [t for t in threading.enumerate() if t.name == "sessions-health-probe"]
+
+        assert statuses == [503] * 8
+        assert len(calls) == 1 and len(probes) == 1
+    finally:
+        release.set()
+    probes[0].join(5)
+
+    # Once that probe has answered, the next request starts a fresh one.
+    response = api_client.get(HEALTH)
+
+    assert response.status_code == 200 and response.json()["activeSessions"] == 1
+    assert len(calls) == 2
