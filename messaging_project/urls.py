@@ -4,7 +4,11 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from sessions_admin.admin import throttled_login
+
 urlpatterns = [
+    # The admin's own sign-in page, with failed attempts limited per address.
+    path("admin/login/", throttled_login),
     path("admin/", admin.site.urls),
     path("api/messaging/", include("sessions_admin.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),

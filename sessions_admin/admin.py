@@ -6,6 +6,7 @@ comes from one clock reading stored on the request. Writes go through
 """
 
 import json
+import math
 import uuid
 from collections import Counter
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db.models import Q
 from django.http import Http404, HttpResponseRedirect
+from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.functional import SimpleLazyObject, cached_property
@@ -29,6 +31,7 @@ from django.views.decorators.http import require_POST
 from sessions_admin import policy, services
 from sessions_admin.exceptions import SessionExpired, SessionNotFound, SessionRenewalFailed
 from sessions_admin.models import Session
+from sessions_admin.throttling import SignInFailures
 
 # Actions load the selected rows; beyond this many, use the API or prune_sessions.
 ACTION_LIMIT = 1000
@@ -257,6 +260,34 @@ admin.site.enable_nav_sidebar = False
 admin.site.site_header = "Messaging sessions administration"
 admin.site.site_title = "Sessions admin"
 admin.site.index_title = "Messaging sessions"
+
+
+def throttled_login(request, extra_context=None):
+    """The admin's sign-in page, with failed attempts limited per address (``SignInFailures``).
+
+    Each attempt costs a password hash. Once an address has used up
+    ``SESSIONS_AUTH_FAILURE_RATE`` (shared with HTTP Basic on the API), its
+    sign-ins answer 429 with ``Retry-After``, without checking the password,
+    until the window ends.
+    """
+    if request.method != "POST":
+        return admin.site.login(request, extra_context)
+    failures = SignInFailures(request)
+    wait = failures.wait()
+    if wait is not None:
+        seconds = max(1, math.ceil(wait))
+        response = TemplateResponse(
+            request,
+            "admin/sessions_admin/login_throttled.html",
+            {**admin.site.each_context(request), "title": "Sign-in paused", "seconds": seconds},
+            status=429,
+        )
+        response["Retry-After"] = str(seconds)
+        return response
+    response = admin.site.login(request, extra_context)
+    if response.status_code == 200:  # the form came back with an error
+        failures.record()
+    return response
 
 
 @admin.register(Session)

@@ -94,6 +94,45 @@ class ClientRateThrottle(BaseThrottle):
         return self.wait_seconds
 
 
+class SignInFailures:
+    """Failed sign-ins from one client address in the current ``SESSIONS_AUTH_FAILURE_RATE`` window.
+
+    HTTP Basic on the API and the admin's sign-in page share the count, so an
+    address has one budget of password guesses whichever door it tries.
+    """
+
+    cache_prefix = "throttle:auth-failures"
+
+    def __init__(self, request):
+        rate = getattr(settings, "SESSIONS_AUTH_FAILURE_RATE", None)
+        self.limit: int | None = None
+        if rate:
+            self.limit, period = _parsed(rate)
+            self.period = period
+            self.now = ClientRateThrottle.timer()
+            window = int(self.now // period)
+            self.key = f"{self.cache_prefix}:{BaseThrottle().get_ident(request)}:{window}"
+            self.window_end = (window + 1) * period
+
+    def wait(self) -> float | None:
+        """Seconds until this address may try again, or ``None`` if it may try now."""
+        if self.limit is None:
+            return None
+        try:
+            failures = cache.get(self.key, 0)
+        except Exception:  # the cache is down: let the sign-in go ahead
+            return None
+        return self.window_end - self.now if failures >= self.limit else None
+
+    def record(self) -> None:
+        if self.limit is None:
+            return
+        try:
+            ClientRateThrottle._count(self.key, timeout=self.period + 1)
+        except Exception:
+            logger.warning("Could not record a failed sign-in: cache unavailable")
+
+
 class ThrottledBasicAuthentication(BasicAuthentication):
     """HTTP Basic whose failed attempts are limited per client address.
 
@@ -104,29 +143,17 @@ class ThrottledBasicAuthentication(BasicAuthentication):
     attempts answer 429 without hashing until the window ends.
     """
 
-    cache_prefix = "throttle:auth-failures"
-
     def authenticate_credentials(self, userid, password, request=None):
-        rate = getattr(settings, "SESSIONS_AUTH_FAILURE_RATE", None)
-        if not rate or request is None:
+        if request is None:
             return super().authenticate_credentials(userid, password, request)
-        limit, period = _parsed(rate)
-        now = ClientRateThrottle.timer()
-        window = int(now // period)
-        key = f"{self.cache_prefix}:{BaseThrottle().get_ident(request)}:{window}"
-        try:
-            failures = cache.get(key, 0)
-        except Exception:  # the cache is down: authenticate as usual
-            failures = 0
-        if failures >= limit:
-            raise exceptions.Throttled(wait=(window + 1) * period - now)
+        failures = SignInFailures(request)
+        wait = failures.wait()
+        if wait is not None:
+            raise exceptions.Throttled(wait=wait)
         try:
             return super().authenticate_credentials(userid, password, request)
         except exceptions.AuthenticationFailed:
-            try:
-                ClientRateThrottle._count(key, timeout=period + 1)
-            except Exception:
-                logger.warning("Could not record a failed sign-in: cache unavailable")
+            failures.record()
             raise
 
 

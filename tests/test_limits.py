@@ -234,6 +234,67 @@ def test_sign_in_failure_limit_off_switch(api_client, throttled, staff_user):
     }
 
 
+ADMIN_LOGIN = "/admin/login/"
+
+
+def admin_sign_in(client, password: str, **extra):
+    return client.post(
+        ADMIN_LOGIN, {"username": "operator", "password": password, "next": "/admin/"}, **extra
+    )
+
+
+@pytest.mark.django_db
+def test_failed_admin_sign_ins_are_limited_per_address_before_hashing(
+    client, throttled, staff_user, counted_password_checks
+):
+    throttled.SESSIONS_AUTH_FAILURE_RATE = "3/min"
+    for _ in range(3):
+        response = admin_sign_in(client, "wrong-password")
+        assert response.status_code == 200
+        assert b"Please enter the correct username and password" in response.content
+    assert len(counted_password_checks) == 3
+
+    blocked = admin_sign_in(client, "operator-pass-123")
+
+    assert blocked.status_code == 429
+    assert int(blocked["Retry-After"]) == 30
+    assert b"Too many failed sign-ins" in blocked.content
+    assert len(counted_password_checks) == 3  # the right password was not even checked
+    assert "_auth_user_id" not in client.session
+    # The page itself still loads, and another address signs in.
+    assert client.get(ADMIN_LOGIN).status_code == 200
+    elsewhere = admin_sign_in(client, "operator-pass-123", REMOTE_ADDR="10.9.9.9")
+    assert elsewhere.status_code == 302 and elsewhere["Location"] == "/admin/"
+
+
+@pytest.mark.django_db
+def test_admin_and_basic_sign_ins_share_one_failure_budget(
+    client, api_client, throttled, staff_user
+):
+    throttled.SESSIONS_AUTH_FAILURE_RATE = "2/min"
+    assert admin_sign_in(client, "wrong-password").status_code == 200
+    wrong = basic("operator", "wrong-password")
+    assert api_client.get(SESSIONS, HTTP_AUTHORIZATION=wrong).status_code == 401
+
+    assert admin_sign_in(client, "operator-pass-123").status_code == 429
+    right = basic("operator", "operator-pass-123")
+    assert api_client.get(SESSIONS, HTTP_AUTHORIZATION=right).status_code == 429
+
+
+@pytest.mark.django_db
+def test_successful_admin_sign_ins_are_not_counted(client, throttled, staff_user):
+    throttled.SESSIONS_AUTH_FAILURE_RATE = "1/min"
+    for _ in range(3):
+        assert admin_sign_in(client, "operator-pass-123").status_code == 302
+        client.logout()
+
+
+@pytest.mark.django_db
+def test_admin_sign_in_limit_off_switch(client, throttled, staff_user):
+    throttled.SESSIONS_AUTH_FAILURE_RATE = None
+    assert {admin_sign_in(client, "wrong-password").status_code for _ in range(4)} == {200}
+
+
 # --- configuration ----------------------------------------------------------------
 
 

@@ -250,3 +250,28 @@ def test_page_two_and_auto_renew_filter(page, live_server, operator, store):
     page.locator(".paginator").get_by_role("link", name="2").click()
     expect(page.locator("#result_list tbody tr")).to_have_count(38)
     expect(page.locator(".paginator .this-page")).to_have_text("2")
+
+
+def test_sign_in_pauses_after_repeated_failures(page, live_server, operator, settings, screenshot):
+    from django.core.cache import cache
+
+    settings.SESSIONS_AUTH_FAILURE_RATE = "2/min"
+    cache.clear()
+    page.goto(f"{live_server.url}/admin/")
+    for _ in range(2):
+        page.fill("#id_username", operator.username)
+        page.fill("#id_password", "not-the-password")
+        page.click("input[type=submit]")
+        expect(page.locator(".errornote")).to_contain_text("correct username and password")
+
+    page.fill("#id_username", operator.username)
+    page.fill("#id_password", PASSWORD)  # right, but the address has used its budget
+    with page.expect_response(re.compile(r"/admin/login/")) as answer:
+        page.click("input[type=submit]")
+
+    assert answer.value.status == 429
+    expect(page.locator(".errornote")).to_contain_text("Too many failed sign-ins")
+    screenshot("admin-sign-in-paused")
+    page.get_by_role("link", name="Back to the sign-in page").click()
+    expect(page.locator("#id_username")).to_be_visible()
+    cache.clear()
