@@ -13,6 +13,7 @@ import time
 
 from django.conf import settings
 from django.core.cache import cache
+from django.utils.translation import gettext as _
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import exceptions
 from rest_framework.authentication import BasicAuthentication
@@ -145,16 +146,22 @@ class ThrottledBasicAuthentication(BasicAuthentication):
 
     def authenticate_credentials(self, userid, password, request=None):
         if request is None:
-            return super().authenticate_credentials(userid, password, request)
+            return self._check(userid, password, request)
         failures = SignInFailures(request)
         wait = failures.wait()
         if wait is not None:
             raise exceptions.Throttled(wait=wait)
         try:
-            return super().authenticate_credentials(userid, password, request)
+            return self._check(userid, password, request)
         except exceptions.AuthenticationFailed:
             failures.record()
             raise
+
+    def _check(self, userid, password, request):
+        if "\x00" in userid:
+            # No username holds NUL, and PostgreSQL refuses it in a query (a 500).
+            raise exceptions.AuthenticationFailed(_("Invalid username/password."))
+        return super().authenticate_credentials(userid, password, request)
 
 
 class ThrottledBasicScheme(OpenApiAuthenticationExtension):

@@ -201,3 +201,20 @@ def test_client_key_setting_and_its_alias(env, expected):
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == repr(expected)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("key", ["abcdefgh\x00ijklmnop", "ABCDEFGHIJKLMNOP", "abc/../defghijk"])
+def test_a_session_cookie_django_never_issued_is_an_empty_session(client, staff_user, key):
+    # A NUL reached PostgreSQL as a query parameter and became a 500.
+    client.cookies["sessionid"] = key
+
+    assert client.get("/api/messaging/sessions").status_code == 401
+    assert client.get("/admin/").status_code == 302  # to the sign-in page
+
+
+@pytest.mark.django_db
+def test_issued_session_keys_still_sign_in(client, staff_user):
+    client.force_login(staff_user)
+
+    assert client.get("/api/messaging/sessions").status_code == 200

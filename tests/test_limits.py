@@ -234,6 +234,18 @@ def test_sign_in_failure_limit_off_switch(api_client, throttled, staff_user):
     }
 
 
+@pytest.mark.django_db
+@pytest.mark.parametrize("username", ["oper\x00ator", "\x00", "operator\x00"])
+def test_basic_credentials_with_nul_are_refused_not_a_server_error(
+    api_client, throttled, staff_user, username
+):
+    # PostgreSQL cannot hold NUL in text: looking such a user up used to be a 500.
+    throttled.SESSIONS_AUTH_FAILURE_RATE = "2/min"
+    for expected in (401, 401, 429):  # and it counts as a failed sign-in
+        response = api_client.get(SESSIONS, HTTP_AUTHORIZATION=basic(username, "operator-pass-123"))
+        assert response.status_code == expected, response.content
+
+
 ADMIN_LOGIN = "/admin/login/"
 
 
