@@ -1,4 +1,4 @@
-"""The health probe's deadline (SESSIONS_HEALTH_TIMEOUT_MS), in process.
+"""The health probe's deadline (SESSIONS_HEALTH_TIMEOUT_MS) and reuse (SESSIONS_HEALTH_CACHE_MS), in process.
 
 The real-server outage tests (tests/test_outage.py) check the same bound
 against an unreachable PostgreSQL.
@@ -10,7 +10,7 @@ import time
 import pytest
 from rest_framework.test import APIClient
 
-from sessions_admin import policy, selectors
+from sessions_admin import health, policy, selectors
 from tests.factories import SessionFactory
 
 HEALTH = "/api/messaging/sessions/health"
@@ -100,3 +100,51 @@ def test_requests_during_a_slow_probe_wait_for_it_instead_of_starting_more(
 
     assert response.status_code == 200 and response.json()["activeSessions"] == 1
     assert len(calls) == 2
+
+
+@pytest.fixture
+def reuse_for_a_second(settings):
+    settings.SESSIONS_HEALTH_CACHE_MS = 1000
+    health._healthy = None
+    yield
+    health._healthy = None
+
+
+@pytest.mark.django_db
+def test_a_healthy_answer_is_reused_briefly(api_client, reuse_for_a_second, monkeypatch):
+    calls = []
+
+    def counted_stats(*, now):
+        calls.append(now)
+        return {"total": len(calls), "active": len(calls), "expired": 0, "near_expiration": 0}
+
+    monkeypatch.setattr(selectors, "session_stats", counted_stats)
+    clock = [1000.0]
+    monkeypatch.setattr(health, "_monotonic", lambda: clock[0])
+    answers = [api_client.get(HEALTH).json()["activeSessions"] for _ in range(20)]
+    clock[0] += 0.99
+    answers.append(api_client.get(HEALTH).json()["activeSessions"])
+
+    assert answers == [1] * 21 and len(calls) == 1  # a flood costs one count
+
+    clock[0] += 0.02
+
+    assert api_client.get(HEALTH).json()["activeSessions"] == 2
+
+
+@pytest.mark.django_db
+def test_failures_are_never_reused(api_client, reuse_for_a_second, monkeypatch):
+    from django.db import OperationalError
+
+    outcomes = [OperationalError("down"), {"total": 0, "active": 0, "expired": 0, "near_expiration": 0}]
+
+    def flaky_stats(*, now):
+        outcome = outcomes.pop(0)
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    monkeypatch.setattr(selectors, "session_stats", flaky_stats)
+
+    assert api_client.get(HEALTH).status_code == 503
+    assert api_client.get(HEALTH).status_code == 200  # the next request looks again

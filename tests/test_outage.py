@@ -154,6 +154,11 @@ def outage_setup():
         scratch.drop()
 
 
+def wait_out_reused_health() -> None:
+    """A healthy answer is reused for SESSIONS_HEALTH_CACHE_MS (1 s by default): let it age."""
+    time.sleep(1.1)
+
+
 def assert_unhealthy_quickly(running, limit_seconds: float, probes: int = 4) -> None:
     for _ in range(probes):  # both workers, with and without a pooled connection
         elapsed, status, body = timed("GET", running.url(HEALTH))
@@ -222,6 +227,7 @@ def test_database_down_then_back(outage_setup):
         assert server.request("GET", running.url(HEALTH))[0] == 200
 
     proxy.down()
+    wait_out_reused_health()
     assert_unhealthy_quickly(running, limit_seconds=2.0)
     assert_every_route_is_503(running, session_id, limit_seconds=2.0)
 
@@ -234,6 +240,7 @@ def test_database_host_not_answering_then_back(outage_setup):
     session_id = create_session(running)
 
     proxy.blackhole()
+    wait_out_reused_health()
     # Health stops waiting at SESSIONS_HEALTH_TIMEOUT_MS (1.5 s by default).
     # Other routes wait for libpq's connect_timeout, whose floor is 2 s, and
     # answer at once after it. Every second route is enough here: the test

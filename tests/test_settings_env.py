@@ -310,6 +310,8 @@ def test_log_level(clean_env):
         ("DATABASE_CONNECT_TIMEOUT", "0", "DATABASE_CONNECT_TIMEOUT=0 is below the minimum of 1."),
         ("DJANGO_LOG_LEVEL", "verbose", "DJANGO_LOG_LEVEL='verbose' is not one of DEBUG"),
         ("SESSION_DEFAULT_TIMEOUT_MINUTES", "abc", "SESSION_DEFAULT_TIMEOUT_MINUTES='abc'"),
+        ("SESSIONS_HEALTH_CACHE_MS", "-1", "SESSIONS_HEALTH_CACHE_MS=-1 is below the minimum of 0."),
+        ("SESSIONS_HEALTH_CACHE_MS", "1s", "SESSIONS_HEALTH_CACHE_MS='1s'"),
     ],
 )
 def test_bad_settings_are_refused_in_process(clean_env, name, value, message):
