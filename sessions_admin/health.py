@@ -9,9 +9,10 @@ nothing the request needs.
 
 A process runs at most one probe at a time: a health request that arrives while
 one is in flight waits for that probe's answer (under its own deadline, and
-with the counts as of that probe's start) instead of starting another. Health checks are not authenticated or rate limited, so
-without this a flood of them against a slow database would pile up one thread
-and one connection attempt per request, each lingering past its deadline.
+with the counts as of that probe's start) instead of starting another. Health
+checks are not authenticated or rate limited, so without this a flood of them
+against a slow database would pile up one thread and one connection attempt
+per request, each lingering past its deadline.
 
 A healthy answer is reused for ``SESSIONS_HEALTH_CACHE_MS`` (1 s by default, per
 process): the counts read the whole table, about 0.1 s of database time at a
