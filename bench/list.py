@@ -24,6 +24,7 @@ a deep page ≤ 1.2× the first page.
 """
 
 import argparse
+import contextlib
 import cProfile
 import io
 import json
@@ -81,55 +82,78 @@ def seed(size: int) -> tuple[str, str, float]:
     return name, url, seconds
 
 
+@contextlib.contextmanager
+def on_database(database_name: str):
+    """Point this process's Django connection at ``database_name`` for the block."""
+    from django.db import connection
+
+    connection.close()
+    connection.settings_dict["NAME"] = database_name
+    try:
+        yield connection
+    finally:
+        connection.close()
+
+
+@contextlib.contextmanager
+def in_process_client(database_name: str):
+    """A Django test client carrying the admin key, on ``database_name``."""
+    from django.test import Client as DjangoClient
+    from django.test.utils import override_settings
+
+    with (
+        on_database(database_name),
+        override_settings(SESSIONS_ADMIN_API_KEY=ADMIN_KEY, ALLOWED_HOSTS=["testserver"]),
+    ):
+        yield DjangoClient(HTTP_X_API_KEY=ADMIN_KEY)
+
+
 def scenarios(database_name: str) -> list[dict]:
     """Build each scenario's query string and capture the SQL the selector runs for it."""
     import django
 
     django.setup()
-    from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
     from sessions_admin import policy, selectors
     from sessions_admin.models import Session
 
-    connection.close()
-    connection.settings_dict["NAME"] = database_name
-    now = policy.clock()
-    ordering = selectors.Ordering(selectors.DEFAULT_ORDERING)
-    active = Session.objects.active(now)
-    depth = int(active.count() * 0.9)
-    value, session_id = active.order_by(*ordering.order_by()).values_list(
-        ordering.field, "session_id"
-    )[depth]
-    deep_cursor = selectors.Cursor(ordering.param, value, session_id)
-    agent_id = active.order_by(*ordering.order_by()).values_list("agent_id", flat=True)[0]
+    with on_database(database_name) as connection:
+        now = policy.clock()
+        ordering = selectors.Ordering(selectors.DEFAULT_ORDERING)
+        active = Session.objects.active(now)
+        depth = int(active.count() * 0.9)
+        value, session_id = active.order_by(*ordering.order_by()).values_list(
+            ordering.field, "session_id"
+        )[depth]
+        deep_cursor = selectors.Cursor(ordering.param, value, session_id)
+        agent_id = active.order_by(*ordering.order_by()).values_list("agent_id", flat=True)[0]
 
-    built = []
-    for name, params, filters, cursor in (
-        ("first page", {}, selectors.SessionFilters(), None),
-        ("page at 90%", {"cursor": deep_cursor.encode()}, selectors.SessionFilters(), deep_cursor),
-        (
-            "agentId filter",
-            {"agentId": str(agent_id)},
-            selectors.SessionFilters(agent_id=agent_id),
-            None,
-        ),
-    ):
-        with CaptureQueriesContext(connection) as captured:
-            page = selectors.session_list(
-                now=now, filters=filters, ordering=ordering, limit=PAGE, cursor=cursor
+        built = []
+        for name, params, filters, cursor in (
+            ("first page", {}, selectors.SessionFilters(), None),
+            ("page at 90%", {"cursor": deep_cursor.encode()}, selectors.SessionFilters(), deep_cursor),
+            (
+                "agentId filter",
+                {"agentId": str(agent_id)},
+                selectors.SessionFilters(agent_id=agent_id),
+                None,
+            ),
+        ):
+            with CaptureQueriesContext(connection) as captured:
+                page = selectors.session_list(
+                    now=now, filters=filters, ordering=ordering, limit=PAGE, cursor=cursor
+                )
+            assert len(page.sessions) == PAGE, (name, len(page.sessions))
+            built.append(
+                {
+                    "name": name,
+                    "query": "?" + urlencode({"limit": PAGE, **params}),
+                    "filters": filters,
+                    "cursor": cursor,
+                    "sql": [query["sql"] for query in captured.captured_queries],
+                }
             )
-        assert len(page.sessions) == PAGE, (name, len(page.sessions))
-        built.append(
-            {
-                "name": name,
-                "query": "?" + urlencode({"limit": PAGE, **params}),
-                "filters": filters,
-                "cursor": cursor,
-                "sql": [query["sql"] for query in captured.captured_queries],
-            }
-        )
-    connection.close()
     return built
 
 
@@ -152,14 +176,7 @@ def time_http(client: Client, path: str) -> float:
 
 def profile(database_name: str, scenario: dict, sort: str = "tottime") -> str:
     """cProfile the view for one request, in process: where does the time beyond SQL go?"""
-    from django.db import connection
-    from django.test import Client as DjangoClient
-    from django.test.utils import override_settings
-
-    connection.close()
-    connection.settings_dict["NAME"] = database_name
-    with override_settings(SESSIONS_ADMIN_API_KEY=ADMIN_KEY, ALLOWED_HOSTS=["testserver"]):
-        client = DjangoClient(HTTP_X_API_KEY=ADMIN_KEY)
+    with in_process_client(database_name) as client:
         client.get(LIST_PATH + scenario["query"])  # warm up
         profiler = cProfile.Profile()
         profiler.enable()
@@ -168,7 +185,6 @@ def profile(database_name: str, scenario: dict, sort: str = "tottime") -> str:
         profiler.disable()
     out = io.StringIO()
     pstats.Stats(profiler, stream=out).sort_stats(sort).print_stats(30)
-    connection.close()
     return out.getvalue()
 
 
@@ -178,16 +194,10 @@ def breakdown(database_name: str, scenario: dict, sql_p50_ms: float, repeat: int
     The last two rows are the fixed cost of a request, whatever the page holds:
     the same list with one session on the page, and an unknown route (404).
     """
-    from django.db import connection
-    from django.test import Client as DjangoClient
-    from django.test.utils import override_settings
-
     from sessions_admin import policy, selectors
     from sessions_admin.renderers import FastJSONRenderer
     from sessions_admin.serializers import session_info
 
-    connection.close()
-    connection.settings_dict["NAME"] = database_name
     ordering = selectors.Ordering(selectors.DEFAULT_ORDERING)
 
     def page():
@@ -216,8 +226,7 @@ def breakdown(database_name: str, scenario: dict, sql_p50_ms: float, repeat: int
         return summary_ms(samples)["p50"]
 
     one_session = scenario["query"].replace(f"limit={PAGE}", "limit=1")
-    with override_settings(SESSIONS_ADMIN_API_KEY=ADMIN_KEY, ALLOWED_HOSTS=["testserver"]):
-        client = DjangoClient(HTTP_X_API_KEY=ADMIN_KEY)
+    with in_process_client(database_name) as client:
         stages = [
             ("raw SQL (psycopg, rows fetched)", sql_p50_ms),
             ("selector: the same SQL through Django, rows as tuples", median_ms(page)),
@@ -245,7 +254,6 @@ def breakdown(database_name: str, scenario: dict, sql_p50_ms: float, repeat: int
             )
         finally:
             request_log.setLevel(level)
-    connection.close()
     return [[stage, f"{ms:.1f}"] for stage, ms in stages]
 
 
