@@ -44,8 +44,6 @@ def use_native_timestamptz_loader(sender, connection, **kwargs) -> None:
     if connection.vendor != "postgresql" or connection.timezone != UTC:
         return
     raw = connection.connection
-    if getattr(raw, "adapters", None) is None:  # psycopg2
-        return
     if raw.info.parameter_status("TimeZone") == "UTC":
         raw.adapters.register_loader("timestamptz", UtcTimestamptzLoader)
 

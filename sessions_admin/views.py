@@ -65,6 +65,8 @@ SESSION_ID = OpenApiParameter(
 
 
 SESSION_INFO = OpenApiResponse(SessionInfoSerializer, description="The session as seen now")
+# What every operation on one session may answer, besides its own errors.
+ON_ONE_SESSION = {200: SESSION_INFO, 404: NOT_FOUND, 410: EXPIRED}
 
 
 def _session_id(raw: str) -> UUID:
@@ -171,7 +173,7 @@ class SessionDetailView(ApiView):
         summary="Get a session",
         description="No side effects. An expired session answers 410 until it is pruned.",
         parameters=[SESSION_ID],
-        responses={200: SESSION_INFO, 404: NOT_FOUND, 410: EXPIRED, **COMMON_ERRORS},
+        responses={**ON_ONE_SESSION, **COMMON_ERRORS},
         tags=TAGS,
     )
     def get(self, request, sessionId):
@@ -216,9 +218,7 @@ class SessionHeartbeatView(ApiView):
         parameters=[SESSION_ID],
         request=None,
         responses={
-            200: SESSION_INFO,
-            404: NOT_FOUND,
-            410: EXPIRED,
+            **ON_ONE_SESSION,
             413: TOO_LARGE,
             **COMMON_ERRORS,
         },
@@ -243,9 +243,7 @@ class SessionRenewView(ApiView):
         parameters=[SESSION_ID],
         request=None,
         responses={
-            200: SESSION_INFO,
-            404: NOT_FOUND,
-            410: EXPIRED,
+            **ON_ONE_SESSION,
             413: TOO_LARGE,
             422: _error("SESSION_RENEWAL_FAILED: the maximum session duration has been reached"),
             **COMMON_ERRORS,
@@ -270,9 +268,7 @@ class SessionTimeoutView(ApiView):
         parameters=[SESSION_ID],
         request=TimeoutPatchSerializer,
         responses={
-            200: SESSION_INFO,
-            404: NOT_FOUND,
-            410: EXPIRED,
+            **ON_ONE_SESSION,
             422: _error("SESSION_RENEWAL_FAILED: the new maximum duration already ended"),
             **BODY_ERRORS,
             **COMMON_ERRORS,
