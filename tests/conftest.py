@@ -1,6 +1,7 @@
 """Shared fixtures: API clients, keys, users, and backend detection."""
 
 import os
+from io import StringIO
 
 import pytest
 from django.db import connection
@@ -57,3 +58,10 @@ def plain_user(django_user_model):
 @pytest.fixture
 def is_postgres(db):
     return connection.vendor == "postgresql"
+
+
+class TtyStringIO(StringIO):
+    """Captured output that says it is a terminal (commands show progress only there)."""
+
+    def isatty(self):
+        return True

@@ -29,6 +29,7 @@ from django.db.models.signals import pre_delete
 from sessions_admin import policy, pruning, services
 from sessions_admin.exceptions import SessionExpired, SessionNotFound
 from sessions_admin.models import Session, TimeoutConfig
+from tests.conftest import TtyStringIO
 from tests.factories import TimeoutConfigFactory
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,11 +41,6 @@ SUMMARY = re.compile(
 
 db = pytest.mark.django_db
 postgres = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
-
-
-class TtyStringIO(StringIO):
-    def isatty(self):
-        return True
 
 
 @pytest.fixture

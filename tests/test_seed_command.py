@@ -11,6 +11,7 @@ from django.db import connection
 
 from sessions_admin import policy, seeding
 from sessions_admin.models import Session, TimeoutConfig
+from tests.conftest import TtyStringIO
 
 pytestmark = pytest.mark.django_db
 
@@ -18,11 +19,6 @@ NOW = datetime(2026, 3, 14, 15, 9, 26, 535_897, tzinfo=UTC)
 SUMMARY = re.compile(
     r"^Seeded (?P<count>[\d,]+) sessions \((?P<expired>[\d,]+) expired\) in \d+\.\d s\.\n$"
 )
-
-
-class TtyStringIO(StringIO):
-    def isatty(self):
-        return True
 
 
 @pytest.fixture
