@@ -70,26 +70,19 @@ class Gunicorn(GunicornServer):
 
     def rss_mib(self) -> float:
         """Resident memory of the master and workers together (shared pages counted in each)."""
-        total_kb = 0
-        for pid in self.pids():
-            try:
-                with open(f"/proc/{pid}/status") as status:
-                    total_kb += next(
-                        int(line.split()[1]) for line in status if line.startswith("VmRSS")
-                    )
-            except (OSError, StopIteration):
-                continue
-        return total_kb / 1024
+        return self._sum_mib("status", "VmRSS:")
 
     def pss_mib(self) -> float:
         """Proportional set size: shared pages split between the processes (the honest total)."""
+        return self._sum_mib("smaps_rollup", "Pss:")
+
+    def _sum_mib(self, proc_file: str, field: str) -> float:
+        """Sum one ``/proc/<pid>/<proc_file>`` field (in kB) over the server's processes."""
         total_kb = 0
         for pid in self.pids():
             try:
-                with open(f"/proc/{pid}/smaps_rollup") as rollup:
-                    total_kb += next(
-                        int(line.split()[1]) for line in rollup if line.startswith("Pss:")
-                    )
+                with open(f"/proc/{pid}/{proc_file}") as lines:
+                    total_kb += next(int(line.split()[1]) for line in lines if line.startswith(field))
             except (OSError, StopIteration):
                 continue
         return total_kb / 1024
