@@ -18,9 +18,12 @@ time. Three scenarios, 100 sessions a page, default ordering (``-lastActivity``)
 
 "raw SQL" is the same two statements the endpoint runs (the aggregate count
 and the page query), captured from the selector with the same parameters and
-executed with psycopg on one open connection, rows fetched. HTTP and SQL
-samples alternate, so both see the same machine load. Goals: HTTP ≤ 2× raw SQL;
-a deep page ≤ 1.2× the first page.
+executed with psycopg on one open connection, rows fetched. "floor" is those
+statements behind a bare WSGI application (``bench/floor_app.py``) under the
+same gunicorn settings, answering the same JSON: what any Python server of this
+answer pays, so that "HTTP / floor" is the part of Django, DRF and the ORM.
+HTTP, floor and SQL samples alternate, so all three see the same machine load.
+Goals: HTTP ≤ 2× raw SQL; a deep page ≤ 1.2× the first page.
 """
 
 import argparse
@@ -32,6 +35,7 @@ import logging
 import os
 import pstats
 import sys
+import tempfile
 import time
 from pathlib import Path
 from urllib.parse import urlencode
@@ -103,7 +107,12 @@ def in_process_client(database_name: str):
 
     with (
         on_database(database_name),
-        override_settings(SESSIONS_ADMIN_API_KEY=ADMIN_KEY, ALLOWED_HOSTS=["testserver"]),
+        # No rate limit: a throttled request (429) would be timed as a fast one.
+        override_settings(
+            SESSIONS_ADMIN_API_KEY=ADMIN_KEY,
+            ALLOWED_HOSTS=["testserver"],
+            SESSIONS_THROTTLE_RATE=None,
+        ),
     ):
         yield DjangoClient(HTTP_X_API_KEY=ADMIN_KEY)
 
@@ -164,6 +173,22 @@ def time_sql(conn: psycopg.Connection, statements: list[str]) -> float:
     return time.perf_counter() - started
 
 
+@contextlib.contextmanager
+def floor_server(url: str, built: list[dict], workers: int, threads: int):
+    """gunicorn serving ``bench/floor_app.py`` with each scenario's captured statements."""
+    with tempfile.NamedTemporaryFile("w", prefix="sa_hard_bench_floor_", suffix=".json") as file:
+        json.dump({scenario["query"].lstrip("?"): scenario["sql"] for scenario in built}, file)
+        file.flush()
+        with Gunicorn(
+            database_url=url,
+            workers=workers,
+            threads=threads,
+            app="bench.floor_app:application",
+            env={"FLOOR_DATABASE_URL": url, "FLOOR_SCENARIOS": file.name},
+        ) as server:
+            yield server
+
+
 def time_http(client: Client, path: str) -> float:
     """Seconds from sending the request to the last byte of the answer (parsed afterwards)."""
     started = time.perf_counter()
@@ -216,8 +241,9 @@ def breakdown(database_name: str, scenario: dict, sql_p50_ms: float, repeat: int
     def rendered():
         return FastJSONRenderer().render({"sessions": dicts()})
 
-    def median_ms(function) -> float:
-        function()
+    def median_ms(function, status: int = 200) -> float:
+        response = function()
+        assert getattr(response, "status_code", 200) == status, response
         samples = []
         for _ in range(repeat):
             started = time.perf_counter()
@@ -249,7 +275,7 @@ def breakdown(database_name: str, scenario: dict, sql_p50_ms: float, repeat: int
             stages.append(
                 (
                     "an unknown route (404): middleware only",
-                    median_ms(lambda: client.get(LIST_PATH + "/no/such/route")),
+                    median_ms(lambda: client.get(LIST_PATH + "/no/such/route"), status=404),
                 )
             )
         finally:
@@ -265,25 +291,32 @@ def run_size(
     rows = []
     try:
         built = scenarios(name)
-        with Gunicorn(database_url=url, workers=workers, threads=threads) as server, psycopg.connect(url) as conn:
-            client = Client(server.port)
+        with (
+            Gunicorn(database_url=url, workers=workers, threads=threads) as server,
+            floor_server(url, built, workers, threads) as floor,
+            psycopg.connect(url) as conn,
+        ):
+            client, floor_client = Client(server.port), Client(floor.port)
             results = {}
             for scenario in built:
                 path = LIST_PATH + scenario["query"]
                 for _ in range(max(3, requests // 10)):  # warm-up: connections, caches, plans
                     time_http(client, path)
+                    time_http(floor_client, path)
                     time_sql(conn, scenario["sql"])
-                http_samples, sql_samples = [], []
+                http_samples, floor_samples, sql_samples = [], [], []
                 for _ in range(requests):
                     http_samples.append(time_http(client, path))
+                    floor_samples.append(time_http(floor_client, path))
                     sql_samples.append(time_sql(conn, scenario["sql"]))
                 results[scenario["name"]] = (
                     {**summary_ms(http_samples), "min": min(http_samples) * 1000},
                     {**summary_ms(sql_samples), "min": min(sql_samples) * 1000},
+                    summary_ms(floor_samples),
                 )
             first_http = results["first page"][0]["p50"]
             for scenario in built:
-                http, sql = results[scenario["name"]]
+                http, sql, bare = results[scenario["name"]]
                 rows.append(
                     [
                         f"{size:,}",
@@ -294,7 +327,9 @@ def run_size(
                         f"{sql['p50']:.1f}",
                         f"{sql['p95']:.1f}",
                         f"{sql['min']:.1f}",
+                        f"{bare['p50']:.1f}",
                         f"{http['p50'] / sql['p50']:.2f}×",
+                        f"{bare['p50'] / sql['p50']:.2f}×",
                         f"{http['p50'] / first_http:.2f}×",
                     ]
                 )
@@ -378,7 +413,9 @@ def main(argv: list[str] | None = None) -> None:
                 "SQL p50 ms",
                 "SQL p95 ms",
                 "SQL min ms",
+                "floor p50 ms",
                 "HTTP / SQL",
+                "floor / SQL",
                 "vs first page",
             ],
             rows,

@@ -51,7 +51,13 @@ class Gunicorn(GunicornServer):
     """The tests' gunicorn launcher, configured for benchmarks and able to read its memory."""
 
     def __init__(
-        self, *, database_url: str, workers: int, threads: int = 1, env: dict | None = None
+        self,
+        *,
+        database_url: str,
+        workers: int,
+        threads: int = 1,
+        env: dict | None = None,
+        app: str = "messaging_project.wsgi:application",
     ):
         super().__init__(
             env={
@@ -63,6 +69,7 @@ class Gunicorn(GunicornServer):
                 **(env or {}),
             },
             workers=workers,
+            app=app,
         )
 
     def __enter__(self) -> "Gunicorn":

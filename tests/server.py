@@ -158,8 +158,16 @@ def scratch_sqlite() -> str:
 class GunicornServer:
     """gunicorn serving the project in its own process group, so a test can ``kill -9`` all of it."""
 
-    def __init__(self, *, env: dict, workers: int = 2, port: int | None = None):
+    def __init__(
+        self,
+        *,
+        env: dict,
+        workers: int = 2,
+        port: int | None = None,
+        app: str = "messaging_project.wsgi:application",
+    ):
         self.env = env
+        self.app = app
         self.workers = workers
         self.port = port or free_port()
         self.process: subprocess.Popen | None = None
@@ -188,7 +196,7 @@ class GunicornServer:
                 sys.executable,
                 "-m",
                 "gunicorn",
-                "messaging_project.wsgi:application",
+                self.app,
                 "--config",
                 str(ROOT / "gunicorn.conf.py"),
             ],

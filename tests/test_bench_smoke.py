@@ -17,7 +17,7 @@ pytestmark = [pytest.mark.postgres, pytest.mark.server]
 # What each benchmark's table must show: its header and one row per contender.
 EXPECTED_ROWS = {
     "health.py": ["| off (0)", "| 1,000 ms"],
-    "list.py": ["| first page", "| page at 90%", "| agentId filter"],
+    "list.py": ["| floor / SQL", "| first page", "| page at 90%", "| agentId filter"],
     "load.py": ["| create", "| get", "| heartbeat", "| list (100/page)", "| mixed"],
     "prune.py": ["| raw DELETE", "| prune_sessions ", "| prune_sessions x2", "| naive delete"],
 }

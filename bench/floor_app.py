@@ -1,0 +1,92 @@
+"""The floor under the list endpoint: its SQL and its JSON, with no framework around them.
+
+A bare WSGI application that ``bench/list.py`` serves with the project's own
+gunicorn settings. For each query string it was given, it runs the statements
+the endpoint runs for that query (captured from the selector: the same text
+the benchmark's raw SQL column times) on one psycopg connection per worker,
+then builds the same answer as the endpoint: ``SessionInfo`` dicts from
+``session_info``, the counts, a signed ``nextCursor``, encoded with orjson.
+
+What it costs beyond raw SQL is what HTTP, gunicorn, reading the rows and
+writing the JSON cost any Python server of this answer; what the endpoint costs
+beyond it is the part of Django, DRF and the ORM.
+
+Environment: ``FLOOR_DATABASE_URL`` (the database) and ``FLOOR_SCENARIOS``
+(a JSON file mapping each query string, without ``?``, to its statements:
+the aggregate count first, then the page query).
+"""
+
+import json
+import os
+
+import django
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "messaging_project.settings")
+django.setup()
+
+import orjson  # noqa: E402
+import psycopg  # noqa: E402
+from psycopg.rows import dict_row  # noqa: E402
+
+from sessions_admin import policy, selectors  # noqa: E402
+from sessions_admin.serializers import session_info  # noqa: E402
+
+with open(os.environ["FLOOR_SCENARIOS"]) as scenarios_file:
+    STATEMENTS: dict[str, list[str]] = json.load(scenarios_file)
+ORDERING = selectors.Ordering(selectors.DEFAULT_ORDERING)
+CONFIG_START = len(selectors.SessionRow._fields) - 1
+
+_connection: psycopg.Connection | None = None
+
+
+def connection() -> psycopg.Connection:
+    """This worker's connection, opened on first use (after gunicorn forks)."""
+    global _connection
+    if _connection is None or _connection.closed:
+        _connection = psycopg.connect(os.environ["FLOOR_DATABASE_URL"], autocommit=True)
+    return _connection
+
+
+def answer(statements: list[str], limit: int) -> bytes:
+    now = policy.clock()
+    conn = connection()
+    counts = conn.cursor(row_factory=dict_row).execute(statements[0]).fetchone()
+    rows = [
+        selectors.SessionRow(*row[:CONFIG_START], selectors.TimeoutValues(*row[CONFIG_START:]))
+        for row in conn.execute(statements[1]).fetchall()
+    ]
+    next_cursor = None
+    if len(rows) > limit:
+        rows = rows[:limit]
+        last = rows[-1]
+        next_cursor = selectors.Cursor(
+            ORDERING.param, getattr(last, ORDERING.field), last.session_id
+        ).encode()
+    return orjson.dumps(
+        {
+            "sessions": [session_info(row, now=now) for row in rows],
+            "total": counts["matching"],
+            "stats": {
+                "totalSessions": counts["total"],
+                "activeSessions": counts["active"],
+                "expiredSessions": counts["total"] - counts["active"],
+            },
+            "limit": limit,
+            "nextCursor": next_cursor,
+        }
+    )
+
+
+def application(environ, start_response):
+    query = environ.get("QUERY_STRING", "")
+    statements = STATEMENTS.get(query)
+    if statements is None:
+        # Anything else (gunicorn's readiness probe, say) gets an empty 404.
+        start_response("404 Not Found", [("Content-Length", "0")])
+        return [b""]
+    limit = int(dict(pair.split("=", 1) for pair in query.split("&"))["limit"])
+    body = answer(statements, limit)
+    start_response(
+        "200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
+    )
+    return [body]
