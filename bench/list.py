@@ -189,6 +189,14 @@ def floor_server(url: str, built: list[dict], workers: int, threads: int):
             yield server
 
 
+def check_floor_answers_alike(client: Client, floor_client: Client, path: str) -> None:
+    """The floor must answer what the endpoint answers: same fields, same page size, same store."""
+    endpoint, floor = client.request("GET", path)[1], floor_client.request("GET", path)[1]
+    assert endpoint.keys() == floor.keys(), (endpoint.keys(), floor.keys())
+    assert [item.keys() for item in endpoint["sessions"]] == [item.keys() for item in floor["sessions"]]
+    assert endpoint["stats"]["totalSessions"] == floor["stats"]["totalSessions"]
+
+
 def time_http(client: Client, path: str) -> float:
     """Seconds from sending the request to the last byte of the answer (parsed afterwards)."""
     started = time.perf_counter()
@@ -300,6 +308,7 @@ def run_size(
             results = {}
             for scenario in built:
                 path = LIST_PATH + scenario["query"]
+                check_floor_answers_alike(client, floor_client, path)
                 for _ in range(max(3, requests // 10)):  # warm-up: connections, caches, plans
                     time_http(client, path)
                     time_http(floor_client, path)
