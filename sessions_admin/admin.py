@@ -14,6 +14,7 @@ from datetime import datetime
 
 from django.contrib import admin, messages
 from django.contrib.admin.actions import delete_selected as django_delete_selected
+from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.contrib.admin.models import CHANGE, LogEntry
 from django.contrib.admin.utils import quote
 from django.contrib.admin.views.main import ORDER_VAR, PAGE_VAR, SEARCH_VAR, ChangeList
@@ -546,6 +547,21 @@ class SessionAdmin(admin.ModelAdmin):
 
     # -- Actions. Each loads at most ACTION_LIMIT rows, calls the services,
     #    reports how many rows changed and writes the admin log.
+
+    def response_action(self, request, queryset):
+        # A tampered form can post selected ids that are not UUIDs, on which
+        # Django's own handling fails (500). Refuse the action instead.
+        for value in request.POST.getlist(ACTION_CHECKBOX_NAME):
+            try:
+                uuid.UUID(value)
+            except ValueError:
+                self.message_user(
+                    request,
+                    f"“{value[:100]}” is not a session id; nothing was changed.",
+                    messages.ERROR,
+                )
+                return HttpResponseRedirect(request.get_full_path())
+        return super().response_action(request, queryset)
 
     def _selected_sessions(self, request, queryset) -> list[Session] | None:
         sessions = list(queryset.order_by()[: ACTION_LIMIT + 1])

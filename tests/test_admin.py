@@ -535,6 +535,23 @@ def test_action_with_nothing_selected(operator_client, frozen):
     assert any("Items must be selected" in m for m in messages_of(response))
 
 
+@pytest.mark.parametrize("action", ["renew_selected", "expire_selected", "delete_selected"])
+@pytest.mark.parametrize("bad_id", ["not-a-uuid", "\x00", "1" * 40])
+def test_actions_refuse_selected_ids_that_are_not_uuids(operator_client, frozen, action, bad_id):
+    # A tampered form: Django's own action handling would fail on it (500).
+    session = SessionFactory(now=frozen)
+    expiry = session.expires_at
+    data = {"action": action, "_selected_action": [str(session.pk), bad_id], "post": "yes"}
+    response = operator_client.post(f"{CHANGELIST}?status=active", data)
+    assert response.status_code == 302 and response["Location"] == f"{CHANGELIST}?status=active"
+    assert messages_of(operator_client.get(response["Location"])) == [
+        f"“{bad_id}” is not a session id; nothing was changed."
+    ]
+    session.refresh_from_db()
+    assert session.expires_at == expiry and session.renewal_count == 0
+    assert not LogEntry.objects.exists()
+
+
 def test_anonymous_users_are_sent_to_the_login_page(client):
     response = client.get(CHANGELIST)
     assert response.status_code == 302 and "/admin/login/" in response["Location"]
