@@ -18,7 +18,9 @@ from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.contrib.admin.models import CHANGE, LogEntry
 from django.contrib.admin.utils import quote
 from django.contrib.admin.views.main import ORDER_VAR, PAGE_VAR, SEARCH_VAR, ChangeList
-from django.core.exceptions import PermissionDenied
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
 from django.db.models import Q
 from django.http import Http404, HttpResponseRedirect
@@ -291,8 +293,42 @@ def throttled_login(request, extra_context=None):
     return response
 
 
+class RefuseMalformedSelection:
+    """Refuse an action whose selected ids are not ids of the model, instead of a 500.
+
+    Django's ``response_action`` filters ``pk__in`` on the posted values, and a
+    tampered form can post anything: a UUID or integer primary key then raises
+    while the query is built.
+    """
+
+    def response_action(self, request, queryset):
+        pk = self.model._meta.pk
+        for value in request.POST.getlist(ACTION_CHECKBOX_NAME):
+            try:
+                pk.to_python(value)
+            except ValidationError:
+                self.message_user(
+                    request,
+                    f"“{value[:100]}” is not the id of a {self.opts.verbose_name}; "
+                    "nothing was changed.",
+                    messages.ERROR,
+                )
+                return HttpResponseRedirect(request.get_full_path())
+        return super().response_action(request, queryset)
+
+
+# django.contrib.auth's admins (users, groups), with the same guard.
+for _model in (get_user_model(), Group):
+    if admin.site.is_registered(_model):
+        _registered = type(admin.site.get_model_admin(_model))
+        admin.site.unregister(_model)
+        admin.site.register(
+            _model, type(_registered.__name__, (RefuseMalformedSelection, _registered), {})
+        )
+
+
 @admin.register(Session)
-class SessionAdmin(admin.ModelAdmin):
+class SessionAdmin(RefuseMalformedSelection, admin.ModelAdmin):
     """Sessions, read-only except through the actions (which call the services)."""
 
     list_display = (
@@ -547,21 +583,6 @@ class SessionAdmin(admin.ModelAdmin):
 
     # -- Actions. Each loads at most ACTION_LIMIT rows, calls the services,
     #    reports how many rows changed and writes the admin log.
-
-    def response_action(self, request, queryset):
-        # A tampered form can post selected ids that are not UUIDs, on which
-        # Django's own handling fails (500). Refuse the action instead.
-        for value in request.POST.getlist(ACTION_CHECKBOX_NAME):
-            try:
-                uuid.UUID(value)
-            except ValueError:
-                self.message_user(
-                    request,
-                    f"“{value[:100]}” is not a session id; nothing was changed.",
-                    messages.ERROR,
-                )
-                return HttpResponseRedirect(request.get_full_path())
-        return super().response_action(request, queryset)
 
     def _selected_sessions(self, request, queryset) -> list[Session] | None:
         sessions = list(queryset.order_by()[: ACTION_LIMIT + 1])

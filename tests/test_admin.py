@@ -8,6 +8,7 @@ from unittest import mock
 import pytest
 import time_machine
 from django.contrib.admin.models import CHANGE, DELETION, LogEntry
+from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
@@ -545,11 +546,25 @@ def test_actions_refuse_selected_ids_that_are_not_uuids(operator_client, frozen,
     response = operator_client.post(f"{CHANGELIST}?status=active", data)
     assert response.status_code == 302 and response["Location"] == f"{CHANGELIST}?status=active"
     assert messages_of(operator_client.get(response["Location"])) == [
-        f"“{bad_id}” is not a session id; nothing was changed."
+        f"“{bad_id}” is not the id of a session; nothing was changed."
     ]
     session.refresh_from_db()
     assert session.expires_at == expiry and session.renewal_count == 0
     assert not LogEntry.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("changelist", "noun"),
+    [("/admin/auth/user/", "user"), ("/admin/auth/group/", "group")],
+)
+def test_auth_admin_actions_refuse_malformed_ids_too(admin_client, changelist, noun):
+    data = {"action": "delete_selected", "_selected_action": ["x"], "post": "yes"}
+    response = admin_client.post(changelist, data)
+    assert response.status_code == 302 and response["Location"] == changelist
+    assert messages_of(admin_client.get(changelist)) == [
+        f"“x” is not the id of a {noun}; nothing was changed."
+    ]
+    assert get_user_model().objects.count() == 1  # the signed-in admin
 
 
 def test_anonymous_users_are_sent_to_the_login_page(client):
