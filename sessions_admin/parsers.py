@@ -13,13 +13,26 @@ def _strict_constant(name):
     raise ValueError(f"{name} is not valid JSON")
 
 
+def _object_without_duplicate_keys(pairs: list[tuple]) -> dict:
+    """Build a JSON object, refusing one that names a key twice (which value was meant?)."""
+    obj = dict(pairs)
+    if len(obj) < len(pairs):
+        seen = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise ValueError(f"duplicate key {key!r}")
+            seen.add(key)
+    return obj
+
+
 class StrictJSONParser(JSONParser):
     """Parse a UTF-8 JSON body.
 
     DRF's ``JSONParser`` decodes with whatever charset the client names
     (``codecs`` also knows ``zlib`` or ``rot13``) and lets ``RecursionError``
     escape on deeply nested arrays; both end as a 500. Here other charsets are
-    415 and every malformed body is a parse error (400).
+    415 and every malformed body is a parse error (400), as is an object that
+    names a key twice (Python would keep the last value without a word).
     """
 
     def parse(self, stream, media_type=None, parser_context=None):
@@ -38,7 +51,11 @@ class StrictJSONParser(JSONParser):
         except UnicodeDecodeError as exc:
             raise exceptions.ParseError(f"Request body is not valid UTF-8: {exc.reason}") from None
         try:
-            return json.loads(text, parse_constant=_strict_constant)
+            return json.loads(
+                text,
+                parse_constant=_strict_constant,
+                object_pairs_hook=_object_without_duplicate_keys,
+            )
         except ValueError as exc:
             raise exceptions.ParseError(f"JSON parse error - {exc}") from None
         except RecursionError:

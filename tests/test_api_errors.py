@@ -307,6 +307,20 @@ def test_malformed_json_is_400(api_client, raw):
 
 
 @pytest.mark.parametrize(
+    ("raw", "key"),
+    [
+        (b'{"agentId": "%s", "agentId": "%s", "userId": "%s"}' % (AGENT.encode(), AGENT.encode(), USER.encode()), "agentId"),
+        (b'{"agentId": "%s", "userId": "%s", "metadata": {"plan": "a", "plan": "b"}}' % (AGENT.encode(), USER.encode()), "plan"),
+    ],
+)
+def test_json_object_naming_a_key_twice_is_400(api_client, raw, key):
+    # Which value was meant? Keeping the last one silently would lose the other.
+    error = assert_envelope(post_json(api_client, BASE, raw), 400, "VALIDATION_ERROR")
+    assert error["message"] == f"Malformed request body: JSON parse error - duplicate key '{key}'"
+    assert not Session.objects.exists()
+
+
+@pytest.mark.parametrize(
     "content_type",
     [
         "text/plain",
