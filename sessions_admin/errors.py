@@ -5,8 +5,9 @@
 
 import logging
 
+from django.conf import settings
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
-from django.core.exceptions import RequestDataTooBig
+from django.core.exceptions import RequestDataTooBig, SuspiciousOperation, TooManyFieldsSent
 from django.db import DatabaseError, InterfaceError, OperationalError
 from django.http import Http404, JsonResponse
 from rest_framework import exceptions as drf
@@ -73,6 +74,14 @@ def error_json_response(
     )
 
 
+def _suspicious_request_message(exc: SuspiciousOperation) -> str:
+    """What a 400 says of a request Django refused as suspicious (logged as Django logs it)."""
+    logging.getLogger(f"django.security.{exc.__class__.__name__}").warning(str(exc))
+    if isinstance(exc, TooManyFieldsSent):
+        return f"Too many parameters: at most {settings.DATA_UPLOAD_MAX_NUMBER_FIELDS:,}"
+    return "Bad request"
+
+
 def _flatten(detail, prefix: str = "") -> dict[str, list[str]]:
     """Flatten DRF's nested error detail into ``{"field.sub": [messages]}``."""
     if isinstance(detail, dict):
@@ -122,6 +131,13 @@ def api_exception_handler(exc, context):
     if isinstance(exc, RequestDataTooBig):
         return Response(
             error_body("PAYLOAD_TOO_LARGE", "Request body is larger than 1 MB"), status=413
+        )
+
+    if isinstance(exc, SuspiciousOperation):
+        # Django answers these 400 itself, but a DRF view's exception would
+        # reach the API's catch-all (500) first: e.g. over 1,000 query parameters.
+        return Response(
+            error_body("VALIDATION_ERROR", _suspicious_request_message(exc)), status=400
         )
 
     if isinstance(exc, (OperationalError, InterfaceError)) or (

@@ -465,6 +465,16 @@ def test_disallowed_host_is_an_envelope(api_client):
     assert_envelope(response, 400, "VALIDATION_ERROR")
 
 
+def test_too_many_query_parameters_is_400_not_500(admin_api, settings, caplog):
+    # Django refuses to parse more than DATA_UPLOAD_MAX_NUMBER_FIELDS; the list
+    # reads its query string inside a DRF view, where that used to become a 500.
+    settings.DATA_UPLOAD_MAX_NUMBER_FIELDS = 10
+    query = "&".join(f"p{i}=1" for i in range(11))
+    error = assert_envelope(admin_api.get(f"{BASE}?{query}"), 400, "VALIDATION_ERROR")
+    assert error["message"] == "Too many parameters: at most 10"
+    assert any(r.name == "django.security.TooManyFieldsSent" for r in caplog.records)
+
+
 # -- database unavailable -----------------------------------------------------
 
 
