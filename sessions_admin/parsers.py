@@ -20,7 +20,7 @@ def _object_without_duplicate_keys(pairs: list[tuple]) -> dict:
         seen = set()
         for key, _ in pairs:
             if key in seen:
-                raise ValueError(f"duplicate key {key!r}")
+                raise ValueError(f"duplicate key {key[:100]!r}")
             seen.add(key)
     return obj
 
