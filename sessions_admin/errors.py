@@ -74,14 +74,6 @@ def error_json_response(
     )
 
 
-def _suspicious_request_message(exc: SuspiciousOperation) -> str:
-    """What a 400 says of a request Django refused as suspicious (logged as Django logs it)."""
-    logging.getLogger(f"django.security.{exc.__class__.__name__}").warning(str(exc))
-    if isinstance(exc, TooManyFieldsSent):
-        return f"Too many parameters: at most {settings.DATA_UPLOAD_MAX_NUMBER_FIELDS:,}"
-    return "Bad request"
-
-
 def _flatten(detail, prefix: str = "") -> dict[str, list[str]]:
     """Flatten DRF's nested error detail into ``{"field.sub": [messages]}``."""
     if isinstance(detail, dict):
@@ -134,11 +126,14 @@ def api_exception_handler(exc, context):
         )
 
     if isinstance(exc, SuspiciousOperation):
-        # Django answers these 400 itself, but a DRF view's exception would
-        # reach the API's catch-all (500) first: e.g. over 1,000 query parameters.
-        return Response(
-            error_body("VALIDATION_ERROR", _suspicious_request_message(exc)), status=400
-        )
+        # Django answers these 400 itself (and logs them so), but a DRF view's
+        # exception would reach the API's catch-all (500) first: e.g. over
+        # 1,000 query parameters.
+        logging.getLogger(f"django.security.{exc.__class__.__name__}").warning(str(exc))
+        message = "Bad request"
+        if isinstance(exc, TooManyFieldsSent):
+            message = f"Too many parameters: at most {settings.DATA_UPLOAD_MAX_NUMBER_FIELDS:,}"
+        return Response(error_body("VALIDATION_ERROR", message), status=400)
 
     if isinstance(exc, (OperationalError, InterfaceError)) or (
         isinstance(exc, DatabaseError)
