@@ -4,8 +4,8 @@ A bare WSGI application that ``bench/list.py`` serves with the project's own
 gunicorn settings. For each query string it was given, it runs the statements
 the endpoint runs for that query (captured from the selector: the same text
 the benchmark's raw SQL column times) on one psycopg connection per worker,
-then builds the same answer as the endpoint: ``SessionInfo`` dicts from
-``session_info``, the counts, a signed ``nextCursor``, encoded with orjson.
+then builds the same answer as the endpoint with the same helpers
+(``selectors.page_from``, ``serializers.session_list_info``), encoded with orjson.
 
 What it costs beyond raw SQL is what HTTP, gunicorn, reading the rows and
 writing the JSON cost any Python server of this answer; what the endpoint costs
@@ -29,12 +29,11 @@ import psycopg  # noqa: E402
 from psycopg.rows import dict_row  # noqa: E402
 
 from sessions_admin import policy, selectors  # noqa: E402
-from sessions_admin.serializers import session_info  # noqa: E402
+from sessions_admin.serializers import session_list_info  # noqa: E402
 
 with open(os.environ["FLOOR_SCENARIOS"]) as scenarios_file:
     STATEMENTS: dict[str, list[str]] = json.load(scenarios_file)
 ORDERING = selectors.Ordering(selectors.DEFAULT_ORDERING)
-CONFIG_START = len(selectors.SessionRow._fields) - 1
 
 _connection: psycopg.Connection | None = None
 
@@ -48,33 +47,14 @@ def connection() -> psycopg.Connection:
 
 
 def answer(statements: list[str], limit: int) -> bytes:
+    """Run the statements and build the endpoint's answer with the project's own helpers."""
     now = policy.clock()
     conn = connection()
     counts = conn.cursor(row_factory=dict_row).execute(statements[0]).fetchone()
-    rows = [
-        selectors.SessionRow(*row[:CONFIG_START], selectors.TimeoutValues(*row[CONFIG_START:]))
-        for row in conn.execute(statements[1]).fetchall()
-    ]
-    next_cursor = None
-    if len(rows) > limit:
-        rows = rows[:limit]
-        last = rows[-1]
-        next_cursor = selectors.Cursor(
-            ORDERING.param, getattr(last, ORDERING.field), last.session_id
-        ).encode()
-    return orjson.dumps(
-        {
-            "sessions": [session_info(row, now=now) for row in rows],
-            "total": counts["matching"],
-            "stats": {
-                "totalSessions": counts["total"],
-                "activeSessions": counts["active"],
-                "expiredSessions": counts["total"] - counts["active"],
-            },
-            "limit": limit,
-            "nextCursor": next_cursor,
-        }
-    )
+    counts["expired"] = counts["total"] - counts["active"]
+    values = conn.execute(statements[1]).fetchall()
+    page = selectors.page_from(values, counts, ordering=ORDERING, limit=limit)
+    return orjson.dumps(session_list_info(page, limit=limit, now=now))
 
 
 def application(environ, start_response):

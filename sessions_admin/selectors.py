@@ -178,10 +178,17 @@ def session_list(
     queryset = Session.objects.filter(match)
     if cursor is not None:
         queryset = queryset.filter(ordering.after(cursor.value, cursor.session_id))
-    rows = [
-        SessionRow(*row[:_CONFIG_START], TimeoutValues(*row[_CONFIG_START:]))
-        for row in queryset.order_by(*ordering.order_by()).values_list(*_ROW_FIELDS)[: limit + 1]
-    ]
+    values = queryset.order_by(*ordering.order_by()).values_list(*_ROW_FIELDS)[: limit + 1]
+    return page_from(list(values), counts, ordering=ordering, limit=limit)
+
+
+def page_from(values: list[tuple], counts: dict, *, ordering: Ordering, limit: int) -> SessionPage:
+    """Assemble a page from the page query's value rows (up to ``limit + 1``) and the counts.
+
+    ``values`` hold ``SessionRow``'s fields in order, the timeout values last;
+    ``counts`` are ``SessionQuerySet.stats`` with ``matching``.
+    """
+    rows = [SessionRow(*row[:_CONFIG_START], TimeoutValues(*row[_CONFIG_START:])) for row in values]
     next_cursor = None
     if len(rows) > limit:
         rows = rows[:limit]

@@ -24,6 +24,7 @@ from sessions_admin.selectors import (
     ORDERING_CHOICES,
     STATUS_CHOICES,
     SessionFilters,
+    SessionPage,
     SessionRow,
 )
 
@@ -53,6 +54,17 @@ def session_info(session: Session | SessionRow, *, now: datetime) -> dict:
         "renewalCount": session.renewal_count,
         "timeRemaining": remaining,
         "isNearExpiration": 0 < remaining <= config.warning_threshold_minutes * 60_000,
+    }
+
+
+def session_list_info(page: SessionPage, *, limit: int, now: datetime) -> dict:
+    """Return the list endpoint's answer for ``page`` as seen at ``now``."""
+    return {
+        "sessions": [session_info(session, now=now) for session in page.sessions],
+        "total": page.total,
+        "stats": page.stats,
+        "limit": limit,
+        "nextCursor": page.next_cursor,
     }
 
 

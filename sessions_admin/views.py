@@ -31,6 +31,7 @@ from sessions_admin.serializers import (
     TimeoutPatchSerializer,
     UnhealthySerializer,
     session_info,
+    session_list_info,
     timeout_changes,
 )
 
@@ -122,15 +123,7 @@ class SessionCollectionView(ApiView):
             limit=query.validated_data["limit"],
             cursor=cursor,
         )
-        return Response(
-            {
-                "sessions": [session_info(session, now=now) for session in page.sessions],
-                "total": page.total,
-                "stats": page.stats,
-                "limit": query.validated_data["limit"],
-                "nextCursor": page.next_cursor,
-            }
-        )
+        return Response(session_list_info(page, limit=query.validated_data["limit"], now=now))
 
     @extend_schema(
         operation_id="createSession",
