@@ -173,6 +173,11 @@ SESSIONS_HEALTH_TIMEOUT_MS = env_int("SESSIONS_HEALTH_TIMEOUT_MS", 1500, minimum
 # A healthy answer (its counts read the whole table) is reused this long, per
 # process, so a flood of health checks cannot keep the database counting. 0: never.
 SESSIONS_HEALTH_CACHE_MS = env_int("SESSIONS_HEALTH_CACHE_MS", 1000, minimum=0, maximum=60_000)
+# The admin list's summary (its counts read the whole table) is reused this
+# long, in the cache below; an operator's own change is counted at once. 0: never.
+SESSIONS_ADMIN_SUMMARY_CACHE_SECONDS = env_int(
+    "SESSIONS_ADMIN_SUMMARY_CACHE_SECONDS", 10, minimum=0, maximum=3600
+)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [

@@ -25,6 +25,15 @@ PORT_RANGE = range(3130, 3150)
 SECRET_KEY = "server-tests-secret-key-not-for-production-0123456789abcdef"
 
 
+def redis_reachable() -> bool:
+    """Whether the Redis of this machine (127.0.0.1:6379) accepts connections."""
+    try:
+        with socket.create_connection(("127.0.0.1", 6379), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
 def free_port() -> int:
     """Return a port from ``PORT_RANGE`` that nothing listens on."""
     for port in PORT_RANGE:

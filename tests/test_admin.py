@@ -1,5 +1,6 @@
 """The Django admin for sessions: columns, summary, filters, search, actions, query counts."""
 
+import logging
 import re
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -10,7 +11,9 @@ import time_machine
 from django.contrib.admin.models import CHANGE, DELETION, LogEntry
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
+from django.core.cache import cache
 from django.db import connection
+from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
@@ -18,6 +21,7 @@ from sessions_admin import admin as sessions_admin_admin
 from sessions_admin import policy
 from sessions_admin.models import Session
 from tests.factories import SessionFactory, TimeoutConfigFactory
+from tests.server import free_port, redis_reachable
 
 pytestmark = pytest.mark.django_db
 
@@ -166,22 +170,25 @@ def test_change_list_query_count_is_constant(operator_client, frozen, rows, djan
     SessionFactory.create_batch(rows, now=frozen)
     SessionFactory.create_batch(rows, now=frozen, timeout_config=TimeoutConfigFactory(auto_renew=False))
     operator_client.get(CHANGELIST)  # warm the content-type and permission caches
-    # session, user, permissions (user, group), summary aggregate, page rows
-    with django_assert_num_queries(6):
+    # session, user, permissions (user, group), summary aggregate, bounded count, page rows
+    with django_assert_num_queries(7):
         response = operator_client.get(CHANGELIST)
     assert len(listed_ids(response)) == 2 * rows
-    # A filter the summary does not count adds one bounded count.
     with django_assert_num_queries(7):
         response = operator_client.get(CHANGELIST, {"auto_renew": "no"})
     assert len(listed_ids(response)) == rows
 
 
-def test_unfiltered_list_counts_nothing_but_the_summary(operator_client, mixed):
+def test_the_page_counts_only_its_own_bounded_result(operator_client, mixed):
     operator_client.get(CHANGELIST)
     with CaptureQueriesContext(connection) as queries:
         operator_client.get(CHANGELIST, {"status": "near_expiration"})
-    counts = [q["sql"] for q in queries if "COUNT(" in q["sql"].upper()]
-    assert len(counts) == 1 and "FILTER" in counts[0].upper()
+    counts = [q["sql"].upper() for q in queries if "COUNT(" in q["sql"].upper()]
+    summary = [sql for sql in counts if "FILTER" in sql]
+    assert len(summary) == 1 and "LIMIT" not in summary[0]
+    bounded = [sql for sql in counts if "FILTER" not in sql]
+    assert len(bounded) == 1
+    assert f"LIMIT {sessions_admin_admin.LISTED_ROWS_LIMIT + 1}" in bounded[0]
 
 
 def test_rows_are_ordered_by_last_activity_newest_first(operator_client, frozen):
@@ -199,6 +206,111 @@ def test_sorting_by_expiry_breaks_ties_by_id_in_the_same_direction(operator_clie
     response = operator_client.get(CHANGELIST, {"o": "-5"})
     assert listed_ids(response) == expected[::-1]
     assert response.context["cl"].queryset.query.order_by == ("-expires_at", "-pk")
+
+
+# -- The summary, reused between pages (SESSIONS_ADMIN_SUMMARY_CACHE_SECONDS).
+
+
+@pytest.fixture
+def summary_reuse(settings):
+    """Summaries reused for 10 s, from an empty local-memory cache."""
+    settings.SESSIONS_ADMIN_SUMMARY_CACHE_SECONDS = 10
+    cache.delete(sessions_admin_admin._SUMMARY_CACHE_KEY)
+    yield settings
+    cache.delete(sessions_admin_admin._SUMMARY_CACHE_KEY)
+
+
+def get_counting_aggregates(client, params=None):
+    """GET the list; return the response and how many summary aggregates it ran."""
+    with CaptureQueriesContext(connection) as queries:
+        response = client.get(CHANGELIST, params or {})
+    assert response.status_code == 200
+    return response, sum("FILTER" in q["sql"].upper() for q in queries)
+
+
+def test_summary_is_reused_between_pages_until_it_is_too_old(operator_client, mixed, summary_reuse):
+    first, aggregates = get_counting_aggregates(operator_client)
+    assert aggregates == 1
+    SessionFactory(now=NOW)  # created through the API, say, meanwhile
+    with time_machine.travel(NOW + timedelta(seconds=9), tick=False):
+        again, aggregates = get_counting_aggregates(operator_client, {"status": "expired"})
+    assert aggregates == 0
+    assert summary_counts(again) == summary_counts(first)
+    # The page says when its counts were taken, and the rows are still of now.
+    assert '<time datetime="2026-11-27T10:00:00+00:00">' in again.content.decode()
+    assert len(listed_ids(again)) == 1
+    with time_machine.travel(NOW + timedelta(seconds=11), tick=False):
+        later, aggregates = get_counting_aggregates(operator_client)
+    assert aggregates == 1
+    assert summary_counts(later)["total"] == summary_counts(first)["total"] + 1
+    assert '<time datetime="2026-11-27T10:00:11+00:00">' in later.content.decode()
+
+
+def test_an_operators_change_is_counted_on_their_next_page(operator_client, mixed, summary_reuse):
+    assert summary_counts(operator_client.get(CHANGELIST))["expired"] == 1
+    # The cached summary is still young: only the operator's change makes it stale.
+    response = post_action(operator_client, "expire_selected", [mixed["active"]])
+    assert summary_counts(response)["expired"] == 2
+    # The fresh counts replace the cached ones, and the page after reuses them.
+    response, aggregates = get_counting_aggregates(operator_client)
+    assert aggregates == 0
+    assert summary_counts(response)["expired"] == 2
+
+
+def test_a_deletion_from_the_session_page_is_counted_on_the_next_page(
+    operator_client, mixed, summary_reuse
+):
+    assert summary_counts(operator_client.get(CHANGELIST))["total"] == 3
+    url = reverse("admin:sessions_admin_session_delete", args=[mixed["expired"].pk])
+    response = operator_client.post(url, {"post": "yes"}, follow=True)
+    assert summary_counts(response)["total"] == 2
+
+
+def test_an_action_that_changes_nothing_keeps_the_summary(operator_client, mixed, summary_reuse):
+    operator_client.get(CHANGELIST)
+    post_action(operator_client, "expire_selected", [mixed["expired"]])  # already expired
+    _, aggregates = get_counting_aggregates(operator_client)
+    assert aggregates == 0
+
+
+def test_summary_is_counted_when_the_cache_is_unreachable(operator_client, mixed, summary_reuse, caplog):
+    unreachable = {
+        "default": {
+            "BACKEND": "django_redis.cache.RedisCache",
+            "LOCATION": f"redis://127.0.0.1:{free_port()}/0",  # nothing listens there
+            "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 0.5, "SOCKET_TIMEOUT": 0.5},
+        }
+    }
+    with override_settings(CACHES=unreachable), caplog.at_level(logging.WARNING, "sessions_admin.admin"):
+        response, aggregates = get_counting_aggregates(operator_client)
+    assert aggregates == 1
+    assert summary_counts(response)["total"] == 3
+    assert "Could not read the admin summary from the cache" in caplog.text
+    assert "Could not store the admin summary in the cache" in caplog.text
+
+
+def test_summary_is_shared_through_redis(operator_client, mixed, summary_reuse):
+    if not redis_reachable():
+        pytest.skip("Redis is not running on 127.0.0.1:6379")
+    redis = {
+        "default": {
+            "BACKEND": "django_redis.cache.RedisCache",
+            "LOCATION": "redis://127.0.0.1:6379/0",
+            "KEY_PREFIX": f"sa_admin_test_{uuid.uuid4().hex}",
+            "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 0.5, "SOCKET_TIMEOUT": 0.5},
+        }
+    }
+    with override_settings(CACHES=redis):
+        try:
+            first, aggregates = get_counting_aggregates(operator_client)
+            assert aggregates == 1
+            stored = cache.get(sessions_admin_admin._SUMMARY_CACHE_KEY)
+            assert stored == {"now": NOW, "total": 3, "active": 2, "near_expiration": 1, "expired": 1}
+            again, aggregates = get_counting_aggregates(operator_client)
+            assert aggregates == 0
+            assert summary_counts(again) == summary_counts(first)
+        finally:
+            cache.delete_pattern("*")
 
 
 # -- Filters.
@@ -312,9 +424,10 @@ def test_large_filtered_results_are_counted_up_to_a_limit(operator_client, froze
     html = response.content.decode()
     assert "more than 4 sessions" in html
     assert "pages stop at 2" in html
-    # The known count of the unfiltered list stays exact; the depth is still capped.
+    # The unfiltered list is bounded the same way; the summary keeps the exact total.
     response = operator_client.get(CHANGELIST)
-    assert "7 sessions" in response.content.decode()
+    assert "more than 4 sessions" in response.content.decode()
+    assert summary_counts(response)["total"] == 7
     assert response.context["cl"].paginator.num_pages == 2
     beyond = operator_client.get(CHANGELIST, {"p": "3"})
     assert beyond.status_code == 302 and beyond["Location"].endswith("?e=1")

@@ -3,7 +3,6 @@
 import base64
 import json
 import logging
-import socket
 import uuid
 
 import pytest
@@ -20,13 +19,6 @@ SESSIONS = "/api/messaging/sessions"
 UNKNOWN = f"{SESSIONS}/{uuid.UUID(int=1)}"
 ONE_MB = 1024 * 1024
 
-
-def redis_reachable() -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", 6379), timeout=0.5):
-            return True
-    except OSError:
-        return False
 
 
 @pytest.fixture
@@ -45,7 +37,7 @@ def throttled(settings, monkeypatch):
 
 @pytest.fixture
 def redis_cache(settings, throttled):
-    if not redis_reachable():
+    if not server.redis_reachable():
         pytest.skip("Redis is not running on 127.0.0.1:6379")
     settings.CACHES = {
         "default": {
@@ -439,7 +431,7 @@ def test_http_small_chunked_body_is_read(sqlite_server):
 
 @pytest.mark.server
 def test_http_rate_limit_is_shared_by_workers_through_redis():
-    if not redis_reachable():
+    if not server.redis_reachable():
         pytest.skip("Redis is not running on 127.0.0.1:6379")
     env = {
         "DATABASE_URL": server.scratch_sqlite(),

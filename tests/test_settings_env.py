@@ -312,6 +312,12 @@ def test_log_level(clean_env):
         ("SESSION_DEFAULT_TIMEOUT_MINUTES", "abc", "SESSION_DEFAULT_TIMEOUT_MINUTES='abc'"),
         ("SESSIONS_HEALTH_CACHE_MS", "-1", "SESSIONS_HEALTH_CACHE_MS=-1 is below the minimum of 0."),
         ("SESSIONS_HEALTH_CACHE_MS", "1s", "SESSIONS_HEALTH_CACHE_MS='1s'"),
+        (
+            "SESSIONS_ADMIN_SUMMARY_CACHE_SECONDS",
+            "3601",
+            "SESSIONS_ADMIN_SUMMARY_CACHE_SECONDS=3601 is above the maximum of 3600.",
+        ),
+        ("SESSIONS_ADMIN_SUMMARY_CACHE_SECONDS", "ten", "SESSIONS_ADMIN_SUMMARY_CACHE_SECONDS='ten'"),
     ],
 )
 def test_bad_settings_are_refused_in_process(clean_env, name, value, message):
