@@ -521,6 +521,15 @@ class SessionAdmin(RefuseMalformedSelection, admin.ModelAdmin):
     # target and on the session page): three full UUIDs would push the timing
     # columns off a laptop screen.
 
+    def action_checkbox(self, session):
+        # Django's own renders a form widget through the template engine, a
+        # quarter of the list's rendering time; this is the same markup, directly.
+        return format_html(
+            '<input type="checkbox" name="{}" value="{}" class="action-select" '
+            'aria-label="Select this object for an action - {}">',
+            ACTION_CHECKBOX_NAME, session.pk, session,
+        )
+
     @admin.display(description="session id", ordering="session_id")
     def session_link(self, session):
         return format_html(

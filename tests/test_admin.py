@@ -8,6 +8,7 @@ from unittest import mock
 
 import pytest
 import time_machine
+from django.contrib import admin
 from django.contrib.admin.models import CHANGE, DELETION, LogEntry
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
@@ -121,6 +122,13 @@ def test_list_shows_every_column_with_distinct_status_badges(operator_client, fr
     assert '<td class="field-renewal_count">3</td>' in row
     assert 'alt="False"' in row  # auto-renew off
     assert '<span class="session-status session-status--expired">expired</span>' in html
+
+
+def test_row_checkbox_is_the_markup_of_djangos_own_widget(frozen):
+    session = SessionFactory(now=frozen)
+    model_admin = admin.site.get_model_admin(Session)
+    expected = admin.ModelAdmin.action_checkbox(model_admin, session)
+    assert model_admin.action_checkbox(session) == expected
 
 
 def test_active_badge_and_remaining_time_in_hours(operator_client, frozen):
