@@ -126,7 +126,7 @@ class SessionSummary:
             except Exception:  # any cache backend error
                 logger.warning("Could not read the admin summary from the cache", exc_info=True)
                 cached = None
-            if cached is not None:
+            if isinstance(cached, dict) and cached.keys() == _SUMMARY_FIELDS:
                 return cls(**cached)
         summary = cls.at(now)
         try:
@@ -178,6 +178,11 @@ class SessionSummary:
             for css, label, count, status in parts
             if count
         ]
+
+
+# What a cached summary must hold: anything else (a summary of another
+# version, say) is counted afresh.
+_SUMMARY_FIELDS = {field.name for field in dataclasses.fields(SessionSummary)}
 
 
 class SessionPaginator(Paginator):

@@ -281,6 +281,16 @@ def test_an_action_that_changes_nothing_keeps_the_summary(operator_client, mixed
     assert aggregates == 0
 
 
+@pytest.mark.parametrize("stored", [{"now": NOW, "total": 3}, "not a summary", 42])
+def test_a_cached_value_that_is_not_a_summary_is_counted_afresh(
+    operator_client, mixed, summary_reuse, stored
+):
+    cache.set(sessions_admin_admin._SUMMARY_CACHE_KEY, stored)
+    response, aggregates = get_counting_aggregates(operator_client)
+    assert aggregates == 1
+    assert summary_counts(response)["total"] == 3
+
+
 def test_summary_is_counted_when_the_cache_is_unreachable(operator_client, mixed, summary_reuse, caplog):
     unreachable = {
         "default": {
