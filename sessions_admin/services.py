@@ -33,14 +33,18 @@ def _validated(timeout: policy.Timeout) -> policy.Timeout:
 
 
 def _locked_session(session_id: UUID) -> Session:
+    # The row is locked on its own, then its configuration read. Joined in the
+    # locking query, a request that waited for the lock would lose the session
+    # when the writer before it had moved it to another configuration row (a
+    # PATCH): PostgreSQL re-checks the join on the updated row, finds the old
+    # configuration no longer matches, and returns nothing.
     try:
-        return (
-            Session.objects.select_for_update(of=("self",))
-            .select_related("timeout_config")
-            .get(pk=session_id)
-        )
+        session = Session.objects.select_for_update().get(pk=session_id)
     except Session.DoesNotExist:
         raise SessionNotFound(session_id) from None
+    # Configuration rows never change, so reading it after the lock is consistent.
+    session.timeout_config = TimeoutConfig.objects.get(pk=session.timeout_config_id)
+    return session
 
 
 def _ensure_active(session: Session, *, now: datetime) -> None:

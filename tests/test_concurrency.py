@@ -81,3 +81,35 @@ def test_fifty_concurrent_creates_never_collide(settings):
     assert len(ids) == THREADS
     assert Session.objects.filter(agent_id=agent).count() == THREADS
     assert TimeoutConfig.objects.filter(timeout_minutes=77, max_duration_minutes=777).count() == 1
+
+
+def test_timeout_patches_racing_heartbeats_and_each_other_all_succeed(settings):
+    """Half the threads PATCH the timeout (a new configuration row each), half heartbeat.
+
+    A request waiting for the row lock must still find its session after a PATCH
+    moved the session to another configuration row.
+    """
+    settings.SESSIONS_API_KEY = ""
+    session = SessionFactory(
+        timeout_config=TimeoutConfigFactory(timeout_minutes=30, max_duration_minutes=720),
+        now=timezone.now() - timedelta(minutes=1),
+    )
+    base = f"{BASE}/{session.pk}"
+    jobs = iter(enumerate(["heartbeat", "patch"] * (THREADS // 2)))
+    lock = threading.Lock()
+
+    def send(client):
+        with lock:
+            index, kind = next(jobs)
+        if kind == "heartbeat":
+            return kind, client.post(f"{base}/heartbeat")
+        body = {"timeoutMinutes": 10 + index}
+        return kind, client.patch(f"{base}/timeout", body, content_type="application/json")
+
+    results = run_concurrently(THREADS, send)
+    assert [response.status_code for _, response in results] == [200] * THREADS
+    # Each heartbeat extends expiresAt (now + the timeout then in force), so each counts.
+    counts = sorted(response.json()["renewalCount"] for kind, response in results if kind == "heartbeat")
+    assert counts == list(range(1, THREADS // 2 + 1))
+    session.refresh_from_db()
+    assert session.renewal_count == THREADS // 2
