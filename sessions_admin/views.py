@@ -87,7 +87,8 @@ class SessionCollectionView(ApiView):
     """``/sessions``: list (admin) and create."""
 
     def get_permissions(self):
-        if self.request.method == "GET":
+        # HEAD runs the list too (DRF answers it with the GET handler).
+        if self.request.method in ("GET", "HEAD"):
             return [IsSessionsAdmin()]
         return super().get_permissions()
 

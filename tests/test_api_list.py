@@ -701,6 +701,17 @@ def test_client_key_is_403(api_client, admin_key, client_key):
     assert_envelope(response, 403, "FORBIDDEN")
 
 
+def test_head_needs_the_admin_too(api_client, admin_key, client_key):
+    # HEAD runs the list (its Content-Length tells how many sessions matched).
+    assert api_client.head(URL).status_code == 401
+    assert api_client.head(URL, HTTP_X_API_KEY=client_key).status_code == 403
+    assert api_client.head(URL, HTTP_X_API_KEY=admin_key).status_code == 200
+
+
+def test_head_is_401_when_client_routes_are_open(api_client, admin_key):
+    assert api_client.head(URL).status_code == 401
+
+
 def test_admin_key_is_200(api_client, admin_key, frozen):
     make(expires=5)
 
