@@ -18,9 +18,10 @@ from datetime import datetime
 from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin.actions import delete_selected as django_delete_selected
+from django.contrib.admin.exceptions import DisallowedModelAdminLookup
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.contrib.admin.models import CHANGE, LogEntry
-from django.contrib.admin.utils import quote
+from django.contrib.admin.utils import get_fields_from_path, quote
 from django.contrib.admin.views.main import PAGE_VAR, SEARCH_VAR, ChangeList
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
@@ -348,18 +349,68 @@ class RefuseMalformedSelection:
         return super().response_action(request, queryset)
 
 
-# django.contrib.auth's admins (users, groups), with the same guard.
+class OwnFiltersOnly:
+    """Accept in a change list's query string only the parameters of its own filters.
+
+    Django lets the query string filter on any field of the model with any
+    lookup (``?metadata__regex=(``, ``?username__regex=(``): the database then
+    raises (a 500), or scans the whole table on an unindexed column. Any other
+    parameter is refused with a message, and the list is shown unfiltered.
+    """
+
+    def lookup_allowed(self, lookup, value, request=None):
+        if lookup in self._filter_parameters(request):
+            return True
+        if request is not None:
+            request._sessions_admin_refused_lookup = lookup
+        return False
+
+    def _filter_parameters(self, request) -> set[str]:
+        parameters = getattr(request, "_sessions_admin_filter_parameters", None)
+        if parameters is not None:
+            return parameters
+        parameters = set()
+        for item in self.get_list_filter(request):
+            if isinstance(item, type) and issubclass(item, admin.SimpleListFilter):
+                parameters.add(item.parameter_name)
+                continue
+            field_path, filter_class = (
+                item if isinstance(item, (list, tuple)) else (item, admin.FieldListFilter.create)
+            )
+            field = get_fields_from_path(self.model, field_path)[-1]
+            spec = filter_class(field, request, {}, self.model, self, field_path=field_path)
+            parameters.update(spec.expected_parameters())
+        if request is not None:
+            request._sessions_admin_filter_parameters = parameters
+        return parameters
+
+    def changelist_view(self, request, extra_context=None):
+        try:
+            return super().changelist_view(request, extra_context)
+        except DisallowedModelAdminLookup:
+            refused = getattr(request, "_sessions_admin_refused_lookup", "")
+            self.message_user(
+                request,
+                f"“{refused[:100]}” is not one of this list's filters; "
+                f"showing all {self.opts.verbose_name_plural}.",
+                messages.ERROR,
+            )
+            return HttpResponseRedirect(request.path)
+
+
+# django.contrib.auth's admins (users, groups), with the same guards.
 for _model in (get_user_model(), Group):
     if admin.site.is_registered(_model):
         _registered = type(admin.site.get_model_admin(_model))
         admin.site.unregister(_model)
         admin.site.register(
-            _model, type(_registered.__name__, (RefuseMalformedSelection, _registered), {})
+            _model,
+            type(_registered.__name__, (OwnFiltersOnly, RefuseMalformedSelection, _registered), {}),
         )
 
 
 @admin.register(Session)
-class SessionAdmin(RefuseMalformedSelection, admin.ModelAdmin):
+class SessionAdmin(OwnFiltersOnly, RefuseMalformedSelection, admin.ModelAdmin):
     """Sessions, read-only except through the actions (which call the services)."""
 
     list_display = (

@@ -373,6 +373,65 @@ def test_creation_date_filter(operator_client, frozen):
     assert str(last_month.pk) in listed_ids(operator_client.get(CHANGELIST))
 
 
+def test_every_creation_date_choice_of_the_filter_works(operator_client, frozen):
+    SessionFactory(now=frozen)
+    html = operator_client.get(CHANGELIST).content.decode()
+    links = re.findall(r'href="(\?created_at__[^"]+)"', html)
+    assert len(links) == 4  # today, past 7 days, this month, this year
+    for link in links:
+        response = operator_client.get(CHANGELIST + link.replace("&amp;", "&"))
+        assert response.status_code == 200, link
+        assert len(listed_ids(response)) == 1
+
+
+@pytest.mark.parametrize(
+    "lookup",
+    [
+        {"metadata__regex": "("},
+        {"agent_id__regex": "("},
+        {"metadata__icontains": "\x00"},
+        {"metadata__icontains": "x"},  # no index: a full scan on every page
+        {"created_at__year": "99999"},
+        {"renewal_count__range": "1"},
+        {"timeout_config__auto_renew": "1"},
+        {"status": "active", "expires_at__lt": "2000-01-01"},
+    ],
+)
+def test_lookups_that_are_not_filters_of_the_list_are_refused(operator_client, mixed, lookup):
+    response = operator_client.get(CHANGELIST, lookup)
+    assert response.status_code == 302 and response["Location"] == CHANGELIST
+    refused = next(name for name in lookup if name not in ("status",))
+    shown = operator_client.get(response["Location"])
+    assert messages_of(shown) == [
+        f"“{refused}” is not one of this list's filters; showing all sessions."
+    ]
+    assert len(listed_ids(shown)) == 3
+
+
+@pytest.mark.parametrize(
+    ("changelist", "lookup", "noun"),
+    [
+        ("admin:auth_user_changelist", {"username__regex": "("}, "users"),
+        ("admin:auth_user_changelist", {"id__range": "1"}, "users"),
+        ("admin:auth_group_changelist", {"name__regex": "["}, "groups"),
+    ],
+)
+def test_auth_admins_refuse_lookups_that_are_not_filters_too(admin_client, changelist, lookup, noun):
+    url = reverse(changelist)
+    response = admin_client.get(url, lookup)
+    assert response.status_code == 302 and response["Location"] == url
+    assert f"showing all {noun}" in messages_of(admin_client.get(url))[0]
+
+
+def test_auth_user_admin_filters_still_work(admin_client, django_user_model):
+    django_user_model.objects.create_user(username="someone", password="x" * 12)
+    url = reverse("admin:auth_user_changelist")
+    response = admin_client.get(url, {"is_staff__exact": "0", "is_superuser__exact": "0"})
+    assert response.status_code == 200
+    assert "someone" in response.content.decode()
+    assert "admin" not in re.findall(r'class="field-username"><a [^>]*>([^<]+)<', response.content.decode())
+
+
 def test_filters_combine(operator_client, frozen):
     fixed_config = TimeoutConfigFactory(auto_renew=False)
     wanted = SessionFactory(now=frozen, near_expiration=True, timeout_config=fixed_config)
