@@ -161,6 +161,10 @@ STORAGES = {
 
 # Request bodies above 1 MB are refused with 413 (see sessions_admin.middleware).
 DATA_UPLOAD_MAX_MEMORY_SIZE = 1024 * 1024
+# Django refuses a query string or form with more fields than this (400). The
+# admin's delete confirmation posts back every selected id (up to 1,000,
+# sessions_admin.admin.ACTION_LIMIT) plus three fields of its own.
+DATA_UPLOAD_MAX_NUMBER_FIELDS = 1_100
 
 # Sessions service configuration.
 SESSIONS_ADMIN_API_KEY = env_str("SESSIONS_ADMIN_API_KEY")

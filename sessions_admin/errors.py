@@ -127,8 +127,8 @@ def api_exception_handler(exc, context):
 
     if isinstance(exc, SuspiciousOperation):
         # Django answers these 400 itself (and logs them so), but a DRF view's
-        # exception would reach the API's catch-all (500) first: e.g. over
-        # 1,000 query parameters.
+        # exception would reach the API's catch-all (500) first: e.g. more
+        # query parameters than DATA_UPLOAD_MAX_NUMBER_FIELDS.
         logging.getLogger(f"django.security.{exc.__class__.__name__}").warning(str(exc))
         message = "Bad request"
         if isinstance(exc, TooManyFieldsSent):

@@ -711,6 +711,27 @@ def test_actions_through_select_across_respect_the_filter(operator_client, mixed
     assert mixed["active"].expires_at > NOW
 
 
+def test_deleting_as_many_sessions_as_the_limit_allows_goes_through(operator_client, frozen):
+    # The confirmation page posts back every selected id with its own fields:
+    # Django's cap on the number of form fields must leave room for them.
+    agent = uuid.uuid4()
+    SessionFactory.create_batch(sessions_admin_admin.ACTION_LIMIT, now=frozen, agent_id=agent)
+    selection = {"action": "delete_selected", "select_across": "1", "index": "0"}
+    # As the browser posts it: the page's rows ticked, then "select all 1,000".
+    page = listed_ids(operator_client.get(CHANGELIST, {"q": str(agent)}))
+    confirm = operator_client.post(f"{CHANGELIST}?q={agent}", {**selection, "_selected_action": page})
+    assert confirm.status_code == 200 and b"<title>Delete multiple objects" in confirm.content
+    form = dict(re.findall(r'<input type="hidden" name="(action|post)" value="([^"]*)"', confirm.content.decode()))
+    ids = re.findall(r'name="_selected_action" value="([0-9a-f-]{36})"', confirm.content.decode())
+    assert len(ids) == sessions_admin_admin.ACTION_LIMIT
+    response = operator_client.post(
+        f"{CHANGELIST}?q={agent}", {**form, "_selected_action": ids}, follow=True
+    )
+    assert response.status_code == 200
+    assert messages_of(response) == [f"Deleted {sessions_admin_admin.ACTION_LIMIT:,} sessions."]
+    assert not Session.objects.filter(agent_id=agent).exists()
+
+
 def test_actions_refuse_more_than_the_limit(operator_client, frozen, monkeypatch):
     monkeypatch.setattr(sessions_admin_admin, "ACTION_LIMIT", 2)
     sessions = SessionFactory.create_batch(3, now=frozen)
