@@ -52,10 +52,10 @@ LISTED_ROWS_LIMIT = 10_000
 
 _NOW_ATTR = "sessions_admin_now"
 _ROW_NOW_ATTR = "_admin_now"
-# The summary shared through the cache, and the session flag that makes an
-# operator's next page count afresh after they changed something.
+# The summary shared through the cache, and the operator's session key that
+# holds when they last changed something: no summary older than that is theirs.
 _SUMMARY_CACHE_KEY = "admin:session-summary:v1"
-_SUMMARY_STALE = "sessions_admin_summary_stale"
+_CHANGED_AT = "sessions_admin_changed_at"
 
 STATUS_LABELS = {
     policy.STATUS_ACTIVE: "active",
@@ -109,25 +109,26 @@ class SessionSummary:
         )
 
     @classmethod
-    def recent(cls, now: datetime, *, fresh: bool = False) -> "SessionSummary":
+    def recent(cls, now: datetime, *, taken_after: datetime | None = None) -> "SessionSummary":
         """Return the summary at ``now``, or one at most ``SESSIONS_ADMIN_SUMMARY_CACHE_SECONDS`` old.
 
         The counts read the whole table (about 0.15 s at a million sessions),
         so every page of the list would pay for them without reuse. The
         summary is kept in the default cache: shared by every worker when
-        ``REDIS_URL`` is set, per process otherwise. ``fresh`` counts anew (and
-        shares the new counts). A cache that fails is logged and counted around.
+        ``REDIS_URL`` is set, per process otherwise. A cached summary taken at
+        or before ``taken_after`` is counted anew (and the new counts shared).
+        A cache that fails is logged and counted around.
         """
         seconds = settings.SESSIONS_ADMIN_SUMMARY_CACHE_SECONDS
         if not seconds:
             return cls.at(now)
-        if not fresh:
-            try:
-                cached = cache.get(_SUMMARY_CACHE_KEY)
-            except Exception:  # any cache backend error
-                logger.warning("Could not read the admin summary from the cache", exc_info=True)
-                cached = None
-            if isinstance(cached, dict) and cached.keys() == _SUMMARY_FIELDS:
+        try:
+            cached = cache.get(_SUMMARY_CACHE_KEY)
+        except Exception:  # any cache backend error
+            logger.warning("Could not read the admin summary from the cache", exc_info=True)
+            cached = None
+        if isinstance(cached, dict) and cached.keys() == _SUMMARY_FIELDS:
+            if taken_after is None or cached["now"] > taken_after:
                 return cls(**cached)
         summary = cls.at(now)
         try:
@@ -544,8 +545,9 @@ class SessionAdmin(OwnFiltersOnly, RefuseMalformedSelection, admin.ModelAdmin):
     def _summary(self, request) -> SessionSummary:
         summary = getattr(request, "_sessions_admin_summary", None)
         if summary is None:
-            fresh = request.session.pop(_SUMMARY_STALE, False)
-            summary = SessionSummary.recent(request_now(request), fresh=fresh)
+            summary = SessionSummary.recent(
+                request_now(request), taken_after=self._changed_at(request)
+            )
             request._sessions_admin_summary = summary
         return summary
 
@@ -556,9 +558,16 @@ class SessionAdmin(OwnFiltersOnly, RefuseMalformedSelection, admin.ModelAdmin):
 
     @staticmethod
     def _summary_changed(request) -> None:
-        # Stored in the operator's session, so the page after the change
-        # counts afresh whichever worker serves it.
-        request.session[_SUMMARY_STALE] = True
+        # Kept in the operator's session, so that no worker shows them a
+        # summary from before their change (each keeps its own without Redis).
+        request.session[_CHANGED_AT] = policy.clock().isoformat()
+
+    @staticmethod
+    def _changed_at(request) -> datetime | None:
+        try:
+            return datetime.fromisoformat(request.session[_CHANGED_AT])
+        except (KeyError, TypeError, ValueError):
+            return None
 
     def changelist_view(self, request, extra_context=None):
         request_now(request)

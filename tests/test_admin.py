@@ -14,7 +14,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
 from django.core.cache import cache
 from django.db import connection
-from django.test import override_settings
+from django.test import Client, override_settings
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
@@ -256,13 +256,35 @@ def test_summary_is_reused_between_pages_until_it_is_too_old(operator_client, mi
 
 def test_an_operators_change_is_counted_on_their_next_page(operator_client, mixed, summary_reuse):
     assert summary_counts(operator_client.get(CHANGELIST))["expired"] == 1
-    # The cached summary is still young: only the operator's change makes it stale.
-    response = post_action(operator_client, "expire_selected", [mixed["active"]])
-    assert summary_counts(response)["expired"] == 2
-    # The fresh counts replace the cached ones, and the page after reuses them.
-    response, aggregates = get_counting_aggregates(operator_client)
-    assert aggregates == 0
-    assert summary_counts(response)["expired"] == 2
+    with time_machine.travel(NOW + timedelta(seconds=1)):  # the clock runs from here
+        # The cached summary is still young: only the operator's change makes it stale.
+        response = post_action(operator_client, "expire_selected", [mixed["active"]])
+        assert summary_counts(response)["expired"] == 2
+        # The fresh counts replace the cached ones, and the page after reuses them.
+        response, aggregates = get_counting_aggregates(operator_client)
+        assert aggregates == 0
+        assert summary_counts(response)["expired"] == 2
+
+
+def test_no_worker_shows_an_operator_a_summary_from_before_their_change(
+    operator_client, mixed, summary_reuse
+):
+    before = operator_client.get(CHANGELIST)
+    cached = cache.get(sessions_admin_admin._SUMMARY_CACHE_KEY)
+    with time_machine.travel(NOW + timedelta(seconds=1), tick=False):
+        post_action(operator_client, "expire_selected", [mixed["active"]])
+    # Another worker (each keeps its own summary without Redis) still holds the old one.
+    cache.set(sessions_admin_admin._SUMMARY_CACHE_KEY, cached)
+    with time_machine.travel(NOW + timedelta(seconds=2), tick=False):
+        response, aggregates = get_counting_aggregates(operator_client)
+        assert aggregates == 1
+        assert summary_counts(response)["expired"] == summary_counts(before)["expired"] + 1
+        # Another operator, who changed nothing, may still be shown the shared one.
+        cache.set(sessions_admin_admin._SUMMARY_CACHE_KEY, cached)
+        other = Client()
+        other.force_login(get_user_model().objects.create_user("other", is_staff=True, is_superuser=True))
+        _, aggregates = get_counting_aggregates(other)
+        assert aggregates == 0
 
 
 def test_a_deletion_from_the_session_page_is_counted_on_the_next_page(
