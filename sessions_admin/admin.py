@@ -576,6 +576,8 @@ class SessionAdmin(OwnFiltersOnly, RefuseMalformedSelection, admin.ModelAdmin):
             "title": "Sessions",
             "session_summary": SimpleLazyObject(lambda: self._summary(request)),
             "status_parameter": StatusFilter.parameter_name,
+            "action_limit": ACTION_LIMIT,
+            "action_limit_display": f"{ACTION_LIMIT:,}",
             "current_status": request.GET.get(StatusFilter.parameter_name),
         }
         return super().changelist_view(request, extra_context)

@@ -754,6 +754,28 @@ def test_deleting_as_many_sessions_as_the_limit_allows_goes_through(operator_cli
     assert not Session.objects.filter(agent_id=agent).exists()
 
 
+def test_select_all_is_offered_with_the_real_count_up_to_the_action_limit(
+    operator_client, frozen, monkeypatch
+):
+    monkeypatch.setattr(sessions_admin_admin.SessionAdmin, "list_per_page", 2)
+    SessionFactory.create_batch(3, now=frozen)
+    html = operator_client.get(CHANGELIST).content.decode()
+    assert ">Select all 3 sessions</a>" in html
+    assert "All 3 selected" in html
+    assert "session-action-limit" not in html
+
+
+def test_select_all_is_not_offered_beyond_the_action_limit(operator_client, frozen, monkeypatch):
+    # Beyond the limit an action would only be refused; above LISTED_ROWS_LIMIT
+    # the count is not even exact ("Select all 10001 sessions").
+    monkeypatch.setattr(sessions_admin_admin, "ACTION_LIMIT", 2)
+    monkeypatch.setattr(sessions_admin_admin.SessionAdmin, "list_per_page", 2)
+    SessionFactory.create_batch(3, now=frozen)
+    html = operator_client.get(CHANGELIST).content.decode()
+    assert ">Select all 3 sessions</a>" not in html and "All 3 selected" not in html
+    assert "Actions take at most 2 sessions at a time: filter or search to select across pages." in html
+
+
 def test_actions_refuse_more_than_the_limit(operator_client, frozen, monkeypatch):
     monkeypatch.setattr(sessions_admin_admin, "ACTION_LIMIT", 2)
     sessions = SessionFactory.create_batch(3, now=frozen)

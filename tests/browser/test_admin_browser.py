@@ -14,6 +14,7 @@ from django.contrib.auth.models import Permission
 from django.utils import timezone
 from playwright.sync_api import expect
 
+from sessions_admin import admin as sessions_admin_admin
 from sessions_admin import policy
 from sessions_admin.models import Session
 from tests.factories import SessionFactory, TimeoutConfigFactory
@@ -250,6 +251,25 @@ def test_page_two_and_auto_renew_filter(page, live_server, operator, store):
     page.locator(".paginator").get_by_role("link", name="2").click()
     expect(page.locator("#result_list tbody tr")).to_have_count(38)
     expect(page.locator(".paginator .this-page")).to_have_text("2")
+
+
+def test_select_across_pages_up_to_the_action_limit(page, live_server, operator, store, monkeypatch):
+    log_in(page, live_server, operator)
+    page.goto(f"{live_server.url}{LIST_PATH}")
+    page.check("#action-toggle")
+    question = page.locator(".actions .question")
+    expect(question).to_have_text("Select all 138 sessions")
+    question.get_by_role("button").click()
+    expect(page.locator(".actions .all")).to_have_text("All 138 selected")
+
+    # More than an action may take: no offer to select them, and the reason why.
+    monkeypatch.setattr(sessions_admin_admin, "ACTION_LIMIT", 100)
+    page.goto(f"{live_server.url}{LIST_PATH}")
+    page.check("#action-toggle")
+    expect(page.locator(".actions .question")).to_have_text(
+        "Actions take at most 100 sessions at a time: filter or search to select across pages."
+    )
+    expect(page.locator(".actions .question a")).to_have_count(0)
 
 
 def test_sign_in_pauses_after_repeated_failures(page, live_server, operator, settings, screenshot):
