@@ -101,6 +101,8 @@ def format_datetime(value: datetime) -> str:
 
 def humanize_ms(milliseconds: int) -> str:
     """Return a short human reading of a duration, such as ``4 min 12 s`` or ``2 h 5 min``."""
+    if 0 < milliseconds < 1000:
+        return "under 1 s"  # "0 s" would read as over
     seconds = max(0, milliseconds) // 1000
     days, rest = divmod(seconds, 86_400)
     hours, rest = divmod(rest, 3_600)

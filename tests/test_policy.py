@@ -238,7 +238,8 @@ def test_format_datetime_is_what_javascript_produces():
     [
         (-5000, "0 s"),
         (0, "0 s"),
-        (999, "0 s"),
+        (1, "under 1 s"),
+        (999, "under 1 s"),
         (1000, "1 s"),
         (59_999, "59 s"),
         (60_000, "1 min 0 s"),
