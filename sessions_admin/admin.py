@@ -27,7 +27,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.core.cache import cache
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.core.paginator import Paginator
+from django.core.paginator import EmptyPage, Paginator
 from django.db.models import Q
 from django.http import Http404, HttpResponseRedirect
 from django.template.response import TemplateResponse
@@ -212,6 +212,15 @@ class SessionPaginator(Paginator):
     def num_pages(self) -> int:
         return min(super().num_pages, max(1, self.count_limit // self.per_page))
 
+    def validate_number(self, number):
+        # A page past either end shows the nearest page (as ``get_page``
+        # does), so the list keeps its filters instead of Django's reset to
+        # ``?e=1``; ``SessionChangeList`` says so.
+        try:
+            return super().validate_number(number)
+        except EmptyPage:
+            return 1 if int(number) < 1 else max(1, self.num_pages)
+
     @property
     def pages_are_capped(self) -> bool:
         return self.count > self.num_pages * self.per_page
@@ -227,8 +236,26 @@ class SessionPaginator(Paginator):
 class SessionChangeList(ChangeList):
     """The change list, stamped with the request's instant and ordered along an index."""
 
+    def get_queryset(self, request, exclude_parameters=None):
+        queryset = super().get_queryset(request, exclude_parameters)
+        if not self.search_form_class(request.GET).is_valid():
+            # Django reports a search it cannot take (a NUL, say) and then
+            # lists everything; a search that is not an id finds nothing here.
+            return queryset.none()
+        # The list never shows metadata, which may be 10 KB a row.
+        return queryset.defer("metadata")
+
     def get_results(self, request):
         super().get_results(request)
+        if self.multi_page and not (self.show_all and self.can_show_all):
+            shown = self.paginator.validate_number(self.page_num)
+            if shown != self.page_num:
+                self.model_admin.message_user(
+                    request,
+                    f"There is no page {self.page_num:,} of this list; showing page {shown:,}.",
+                    messages.WARNING,
+                )
+                self.page_num = shown
         now = request_now(request)
         rows = list(self.result_list)
         for session in rows:
