@@ -272,6 +272,18 @@ def test_select_across_pages_up_to_the_action_limit(page, live_server, operator,
     expect(page.locator(".actions .question a")).to_have_count(0)
 
 
+def test_the_list_fits_a_1280_pixel_screen(page, live_server, operator, store):
+    page.set_viewport_size({"width": 1280, "height": 900})
+    log_in(page, live_server, operator)
+    page.goto(f"{live_server.url}{LIST_PATH}")
+    table, area = page.evaluate(
+        "() => { const t = document.querySelector('#result_list');"
+        " return [t.scrollWidth, t.parentElement.clientWidth]; }"
+    )
+    assert table <= area, f"the table is {table - area} px wider than its area"
+    expect(page.locator("#result_list thead th.column-auto_renew")).to_be_in_viewport()
+
+
 def test_sign_in_pauses_after_repeated_failures(page, live_server, operator, settings, screenshot):
     from django.core.cache import cache
 
