@@ -21,6 +21,7 @@ from django.contrib.admin.actions import delete_selected as django_delete_select
 from django.contrib.admin.exceptions import DisallowedModelAdminLookup
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.contrib.admin.models import CHANGE, LogEntry
+from django.contrib.admin.templatetags.admin_urls import add_preserved_filters
 from django.contrib.admin.utils import get_fields_from_path, quote
 from django.contrib.admin.views.main import PAGE_VAR, SEARCH_VAR, ChangeList
 from django.contrib.auth import get_user_model
@@ -560,12 +561,16 @@ class SessionAdmin(OwnFiltersOnly, RefuseMalformedSelection, admin.ModelAdmin):
         try:
             value = uuid.UUID(term)
         except ValueError:
-            self.message_user(
-                request,
-                f"“{term[:100]}” is not a session, agent or user id: search takes one exact "
-                "id (a UUID).",
-                messages.WARNING,
-            )
+            # Said once, on the page that lists (an action's POST searches
+            # too, and then redirects back to that page).
+            if request.method == "GET" and not getattr(request, "_sessions_admin_search_refused", False):
+                request._sessions_admin_search_refused = True
+                self.message_user(
+                    request,
+                    f"“{term[:100]}” is not a session, agent or user id: search takes one exact "
+                    "id (a UUID).",
+                    messages.WARNING,
+                )
             return queryset.none(), False
         return queryset.filter(Q(pk=value) | Q(agent_id=value) | Q(user_id=value)), False
 
@@ -841,20 +846,22 @@ class SessionAdmin(OwnFiltersOnly, RefuseMalformedSelection, admin.ModelAdmin):
             raise Http404("No session with that id.")
         return session
 
-    def _back_to(self, session):
+    def _back_to(self, request, session):
+        # Back to the session page, still carrying the list's filters.
         url = reverse("admin:sessions_admin_session_change", args=[quote(session.pk)])
-        return HttpResponseRedirect(url)
+        context = {"preserved_filters": self.get_preserved_filters(request), "opts": self.opts}
+        return HttpResponseRedirect(add_preserved_filters(context, url))
 
     def renew_view(self, request, object_id):
         session = self._operated_session(request, object_id)
         renewed, refused = self._renew(request, [session.pk])
         self._report_renewals(request, renewed, refused)
-        return self._back_to(session)
+        return self._back_to(request, session)
 
     def expire_view(self, request, object_id):
         session = self._operated_session(request, object_id)
         self._expire(request, [session])
-        return self._back_to(session)
+        return self._back_to(request, session)
 
     def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
         if obj is not None:

@@ -621,6 +621,28 @@ def test_session_page_renew_button(operator_client, operator, frozen):
     )
 
 
+def test_session_page_buttons_keep_the_lists_filters(operator_client, frozen):
+    session = SessionFactory(now=frozen)
+    filters = "_changelist_filters=status%3Dactive%26q%3D" + str(session.agent_id)
+    page = operator_client.get(f"{change_url(session)}?{filters}").content.decode()
+    renew = reverse("admin:sessions_admin_session_renew", args=[session.pk])
+    assert f'action="{renew}?{filters}"' in page
+    response = operator_client.post(f"{renew}?{filters}")
+    assert response.status_code == 302
+    assert response["Location"] == f"{change_url(session)}?{filters}"
+    expire = reverse("admin:sessions_admin_session_expire", args=[session.pk])
+    response = operator_client.post(f"{expire}?{filters}")
+    assert response["Location"] == f"{change_url(session)}?{filters}"
+
+
+def test_an_action_says_once_that_the_search_is_not_an_id(operator_client, frozen):
+    session = SessionFactory(now=frozen)
+    data = {"action": "expire_selected", "index": "0", "_selected_action": [str(session.pk)]}
+    response = operator_client.post(f"{CHANGELIST}?q=nonsense", data, follow=True)
+    warnings = [m for m in messages_of(response) if "is not a session, agent or user id" in m]
+    assert len(warnings) == 1
+
+
 def test_session_page_expire_button(operator_client, frozen):
     session = SessionFactory(now=frozen)
     response = operator_client.post(
