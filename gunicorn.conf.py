@@ -2,17 +2,28 @@
 
 import os
 
-from messaging_project.env import env_bool, env_int, env_str
+from messaging_project.env import env_bool, env_int, env_str, stop_on_bad_configuration
 
-_port = env_int("PORT", 3000, minimum=1, maximum=65535)
-_host = env_str("HOST", "127.0.0.1") or "127.0.0.1"
+# Every variable is read and checked first: a bad value stops start-up with
+# one line naming it.
+with stop_on_bad_configuration():
+    _port = env_int("PORT", 3000, minimum=1, maximum=65535)
+    _host = env_str("HOST", "127.0.0.1") or "127.0.0.1"
+    _workers = env_int("WEB_CONCURRENCY", 2 * (os.cpu_count() or 1) + 1, minimum=1, maximum=64)
+    _threads = env_int("GUNICORN_THREADS", 1, minimum=1, maximum=64)
+    _timeout = env_int("GUNICORN_TIMEOUT", 30, minimum=1, maximum=3600)
+    _keepalive = env_int("GUNICORN_KEEPALIVE", 5, minimum=0, maximum=300)
+    _preload = env_bool("GUNICORN_PRELOAD", True)
+    _max_requests = env_int("GUNICORN_MAX_REQUESTS", 10_000, minimum=0, maximum=10_000_000)
+    _control_socket = env_str("GUNICORN_CONTROL_SOCKET")
+    _access_log = env_bool("GUNICORN_ACCESS_LOG", True)
 
 bind = f"[{_host}]:{_port}" if ":" in _host else f"{_host}:{_port}"
-workers = env_int("WEB_CONCURRENCY", 2 * (os.cpu_count() or 1) + 1, minimum=1, maximum=64)
-threads = env_int("GUNICORN_THREADS", 1, minimum=1, maximum=64)
-timeout = env_int("GUNICORN_TIMEOUT", 30, minimum=1, maximum=3600)
+workers = _workers
+threads = _threads
+timeout = _timeout
 graceful_timeout = 10
-keepalive = env_int("GUNICORN_KEEPALIVE", 5, minimum=0, maximum=300)
+keepalive = _keepalive
 
 # Web requests never wait on PostgreSQL longer than this (a lock wait, a
 # runaway query): the statement is cancelled and the request answers 503
@@ -22,11 +33,11 @@ os.environ.setdefault("DATABASE_STATEMENT_TIMEOUT_MS", "10000")
 # Load Django once in the master: a configuration error stops start-up at once
 # (instead of workers failing to boot in a loop), and workers share the
 # imported code copy-on-write. No database connection is opened at import.
-preload_app = env_bool("GUNICORN_PRELOAD", True)
+preload_app = _preload
 
 # Recycle each worker after this many requests (jittered so they do not all
 # restart together): memory stays bounded whatever a dependency leaks. 0 = never.
-max_requests = env_int("GUNICORN_MAX_REQUESTS", 10_000, minimum=0, maximum=10_000_000)
+max_requests = _max_requests
 max_requests_jitter = max_requests // 10
 
 # Request-line and header limits stay at gunicorn's defaults (4094 bytes,
@@ -38,9 +49,9 @@ if os.path.isdir("/dev/shm"):
 
 # gunicorn ≥ 25 opens a control socket at one fixed path per user by default,
 # which two servers on one machine would fight over. Opt in with a path.
-control_socket_disable = not env_str("GUNICORN_CONTROL_SOCKET")
+control_socket_disable = not _control_socket
 if not control_socket_disable:
-    control_socket = env_str("GUNICORN_CONTROL_SOCKET")
+    control_socket = _control_socket
 
-accesslog = "-" if env_bool("GUNICORN_ACCESS_LOG", True) else None
+accesslog = "-" if _access_log else None
 errorlog = "-"

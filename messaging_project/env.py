@@ -7,7 +7,9 @@ instead of misbehaving later.
 
 import os
 import re
-from collections.abc import Sequence
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 from django.core.exceptions import ImproperlyConfigured
 
@@ -15,6 +17,20 @@ _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 # ASCII digits only: int() would also accept "1_000" or digits of other scripts.
 _INTEGER = re.compile(r"[+-]?[0-9]{1,18}")
+
+
+@contextmanager
+def stop_on_bad_configuration(*, exit_status: int = 1) -> Iterator[None]:
+    """End the process with the configuration error's one-line message, not a traceback.
+
+    The message names the variable and its value; a traceback around it would
+    only bury it.
+    """
+    try:
+        yield
+    except ImproperlyConfigured as exc:
+        print(f"Configuration error: {exc}", file=sys.stderr)
+        raise SystemExit(exit_status) from None
 
 
 def env_str(name: str, default: str = "") -> str:

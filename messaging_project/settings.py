@@ -37,7 +37,18 @@ if not SECRET_KEY:
 ALLOWED_HOSTS = env_list(
     "DJANGO_ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"]
 )
+if not ALLOWED_HOSTS and not DEBUG:
+    # Django would answer every request 400.
+    raise ImproperlyConfigured(
+        "DJANGO_ALLOWED_HOSTS is empty: name the host names the server answers to "
+        "(comma-separated), or unset it for localhost."
+    )
 CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", [])
+for _origin in CSRF_TRUSTED_ORIGINS:
+    if not _origin.startswith(("https://", "http://")):
+        raise ImproperlyConfigured(
+            f"DJANGO_CSRF_TRUSTED_ORIGINS: {_origin[:100]!r} must start with https:// or http://."
+        )
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -93,6 +104,11 @@ except (ValueError, KeyError) as exc:
         f"DATABASE_URL is not a valid database URL ({exc}). Use sqlite:///path/to/db.sqlite3 "
         "or postgres://user:password@host:5432/name."
     ) from None
+# PostgreSQL settings, checked whatever the database so a bad value never waits
+# for the day the URL changes.
+_connect_timeout = env_int("DATABASE_CONNECT_TIMEOUT", 2, minimum=1, maximum=60)
+_statement_timeout_ms = env_int("DATABASE_STATEMENT_TIMEOUT_MS", 0, minimum=0, maximum=86_400_000)
+_conn_max_age = env_int("DATABASE_CONN_MAX_AGE", 60, minimum=0, maximum=3600)
 if _database["ENGINE"] == "django.db.backends.sqlite3":
     # WAL lets readers run beside the single writer; IMMEDIATE takes the write
     # lock at BEGIN so read-modify-write transactions cannot deadlock.
@@ -109,9 +125,7 @@ elif _database["ENGINE"] == "django.db.backends.postgresql":
             "DATABASE_URL must name the database: postgres://user:password@host:5432/name."
         )
     # A short connect timeout turns an unreachable database into a quick 503.
-    _database.setdefault("OPTIONS", {}).setdefault(
-        "connect_timeout", env_int("DATABASE_CONNECT_TIMEOUT", 2, minimum=1, maximum=60)
-    )
+    _database.setdefault("OPTIONS", {}).setdefault("connect_timeout", _connect_timeout)
     # Keepalives and a TCP user timeout drop a connection whose peer vanished
     # (a network partition) instead of waiting minutes for the kernel to.
     _database["OPTIONS"].setdefault("keepalives_idle", 30)
@@ -121,12 +135,9 @@ elif _database["ENGINE"] == "django.db.backends.postgresql":
     # A statement that runs longer (a lock wait, a runaway query) is cancelled
     # and its request answers 503. gunicorn.conf.py sets 10 s for the web
     # server; management commands (seeding, pruning, migrations) default to none.
-    _statement_timeout_ms = env_int(
-        "DATABASE_STATEMENT_TIMEOUT_MS", 0, minimum=0, maximum=86_400_000
-    )
     if _statement_timeout_ms:
         _database["OPTIONS"].setdefault("options", f"-c statement_timeout={_statement_timeout_ms}")
-    _database["CONN_MAX_AGE"] = env_int("DATABASE_CONN_MAX_AGE", 60, minimum=0, maximum=3600)
+    _database["CONN_MAX_AGE"] = _conn_max_age
     _database["CONN_HEALTH_CHECKS"] = True
 else:
     raise ImproperlyConfigured(
