@@ -816,6 +816,15 @@ class SessionAdmin(OwnFiltersOnly, RefuseMalformedSelection, admin.ModelAdmin):
         self.message_user(request, f"Deleted {self._sessions_phrase(deleted)}.", messages.SUCCESS)
         return None
 
+    def response_delete(self, request, obj_display, obj_id):
+        response = super().response_delete(request, obj_display, obj_id)
+        if self.has_view_permission(request) and not self.has_change_permission(request):
+            # Django sends whoever may not change sessions to the admin index,
+            # though they may still list them: back to the list instead.
+            context = {"preserved_filters": self.get_preserved_filters(request), "opts": self.opts}
+            return HttpResponseRedirect(add_preserved_filters(context, self._changelist_url))
+        return response
+
     def delete_model(self, request, obj):
         try:
             services.session_delete(session_id=obj.pk)

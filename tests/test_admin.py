@@ -672,6 +672,22 @@ def test_session_page_buttons_refuse_get(operator_client, frozen):
     assert operator_client.get(reverse("admin:sessions_admin_session_expire", args=[session.pk])).status_code == 405
 
 
+def test_who_may_view_and_delete_but_not_change_returns_to_the_list_after_a_delete(
+    client, django_user_model, frozen
+):
+    user = django_user_model.objects.create_user(username="cleaner", password="x" * 12, is_staff=True)
+    user.user_permissions.set(
+        Permission.objects.filter(codename__in=["view_session", "delete_session"])
+    )
+    client.force_login(user)
+    session = SessionFactory(now=frozen, expired=True)
+    url = reverse("admin:sessions_admin_session_delete", args=[session.pk])
+    response = client.post(f"{url}?_changelist_filters=status%3Dexpired", {"post": "yes"})
+    assert response.status_code == 302
+    assert response["Location"] == f"{CHANGELIST}?status=expired"
+    assert not Session.objects.filter(pk=session.pk).exists()
+
+
 def test_session_page_delete_uses_the_service(operator_client, frozen):
     session = SessionFactory(now=frozen, expired=True)
     url = reverse("admin:sessions_admin_session_delete", args=[session.pk])
