@@ -248,10 +248,14 @@ def test_no_progress_bar_when_not_a_terminal(frozen, fixed_timer):
         (["--grace-minutes", "-1"], "--grace-minutes must be between 0 and 5,256,000, not -1."),
         (["--max-rows", "0"], "--max-rows must be at least 1, not 0."),
         (["--max-rows", "-3"], "--max-rows must be at least 1, not -3."),
-        (["--loop", "0"], "--loop must be a positive number of seconds, not 0."),
-        (["--loop", "-2"], "--loop must be a positive number of seconds, not -2."),
-        (["--loop", "nan"], "--loop must be a positive number of seconds, not nan."),
-        (["--loop", "inf"], "--loop must be a positive number of seconds, not inf."),
+        (["--loop", "0"], "--loop must be between 1 and 604,800 seconds, not 0."),
+        (["--loop", "-2"], "--loop must be between 1 and 604,800 seconds, not -2."),
+        (["--loop", "0.99"], "--loop must be between 1 and 604,800 seconds, not 0.99."),
+        (["--loop", "1e-9"], "--loop must be between 1 and 604,800 seconds, not 1e-09."),
+        (["--loop", "604800.5"], "--loop must be between 1 and 604,800 seconds, not 604800.5."),
+        (["--loop", "1e10"], "--loop must be between 1 and 604,800 seconds, not 1e+10."),
+        (["--loop", "nan"], "--loop must be between 1 and 604,800 seconds, not nan."),
+        (["--loop", "inf"], "--loop must be between 1 and 604,800 seconds, not inf."),
         (["--dry-run", "--loop", "5"], "--dry-run cannot be combined with --loop."),
         (["--batch-size", "many"], "Error: argument --batch-size: invalid int value: 'many'"),
         (["--grace-minutes", "1.5"], "Error: argument --grace-minutes: invalid int value: '1.5'"),
@@ -365,6 +369,25 @@ def test_signal_during_a_run_stops_after_the_current_batch(frozen, fixed_timer, 
     pruned = int(match["count"])
     assert pruned in (2, 4) and Session.objects.count() == 6 - pruned
     assert signal.getsignal(signal.SIGTERM) == previous
+
+
+@db
+@pytest.mark.parametrize("seconds", ["1", "604800"])
+def test_loop_accepts_its_bounds(frozen, fixed_timer, monkeypatch, seconds):
+    add_sessions(2, expires_at=NOW - timedelta(minutes=1))
+
+    def clock_then_sigterm():
+        os.kill(os.getpid(), signal.SIGTERM)  # arrives during the first batch
+        return NOW
+
+    monkeypatch.setattr(policy, "clock", clock_then_sigterm)
+    # The signal came during the pass, so the wait for the next one returns at once.
+    assert prune("--loop", seconds) == [
+        "Pruned 2 expired sessions in 0.8 s (1 batch).",
+        "Stopped by SIGTERM after 1 pass.",
+        "Pruned 2 expired sessions in 0.8 s (1 batch).",
+    ]
+    assert Session.objects.count() == 0
 
 
 def _scratch_sqlite_env() -> dict:

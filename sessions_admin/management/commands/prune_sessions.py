@@ -15,7 +15,6 @@ Verbosity 0 prints nothing but errors; verbosity 2 adds a line per batch and
 the number of unused timeout configurations removed.
 """
 
-import math
 import signal
 import threading
 
@@ -33,6 +32,10 @@ from sessions_admin.services import session_prune_expired
 
 MAX_BATCH_SIZE = 1_000_000
 MAX_GRACE_MINUTES = 10 * 365 * 24 * 60
+# Pruning more than once a second only repeats the cleanup queries; a week is
+# far beyond any useful interval and well inside what a timed wait accepts.
+MIN_LOOP_SECONDS = 1
+MAX_LOOP_SECONDS = 7 * 24 * 60 * 60
 PROGRESS_WIDTH = 30
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
@@ -76,8 +79,8 @@ class Command(BaseCommand):
         )
         parser.add_argument(
             "--loop", type=float, metavar="SECONDS",
-            help="Prune again every SECONDS until SIGTERM or SIGINT, which stop it cleanly "
-            "after the current batch.",
+            help=f"Prune again every SECONDS ({MIN_LOOP_SECONDS} to {MAX_LOOP_SECONDS:,}) until "
+            "SIGTERM or SIGINT, which stop it cleanly after the current batch.",
         )
 
     def handle(self, *args, dry_run, batch_size, grace_minutes, max_rows, loop, verbosity, **options):
@@ -117,8 +120,12 @@ class Command(BaseCommand):
         if max_rows is not None and max_rows < 1:
             raise CommandError(f"--max-rows must be at least 1, not {max_rows}.")
         if loop is not None:
-            if not (math.isfinite(loop) and loop > 0):
-                raise CommandError(f"--loop must be a positive number of seconds, not {loop:g}.")
+            # The comparison is false for nan as well.
+            if not MIN_LOOP_SECONDS <= loop <= MAX_LOOP_SECONDS:
+                raise CommandError(
+                    f"--loop must be between {MIN_LOOP_SECONDS} and {MAX_LOOP_SECONDS:,} seconds, "
+                    f"not {loop:.10g}."
+                )
             if dry_run:
                 raise CommandError("--dry-run cannot be combined with --loop.")
 
