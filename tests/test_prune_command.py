@@ -10,12 +10,14 @@ import os
 import random
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 import uuid
+from contextlib import closing
 from datetime import UTC, datetime, timedelta
 from io import StringIO
 from pathlib import Path
@@ -199,6 +201,20 @@ def test_verbosity_0_prints_nothing_and_still_prunes(frozen):
     ids = add_sessions(3, expires_at=NOW - timedelta(minutes=1))
     assert prune("--verbosity", "0") == []
     assert remaining(ids) == set()
+
+
+def test_verbosity_0_from_manage_py_prints_nothing_even_with_check_warnings():
+    # Without a client key the system checks warn (sessions_admin.W001) on every command
+    # that runs them; a prune from cron must stay silent all the same.
+    env = {
+        k: v for k, v in _scratch_sqlite_env().items()
+        if k not in ("SESSIONS_API_KEY", "ELIZA_SERVER_AUTH_TOKEN")
+    }
+    assert "sessions_admin.W001" in _manage(env, "check").stderr
+    done = _manage(env, "prune_sessions", "--verbosity", "0")
+    assert (done.returncode, done.stdout, done.stderr) == (0, "", "")
+    # 20 of the 40 seeded sessions had expired; others may have since.
+    assert _scratch_session_count(env) <= 20
 
 
 @db
@@ -390,6 +406,14 @@ def test_loop_accepts_its_bounds(frozen, fixed_timer, monkeypatch, seconds):
     assert Session.objects.count() == 0
 
 
+def _manage(env: dict, *args: str) -> subprocess.CompletedProcess:
+    """Run ``manage.py`` with ``args`` in ``env`` and return what it printed."""
+    return subprocess.run(
+        [sys.executable, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True,
+        timeout=120,
+    )
+
+
 def _scratch_sqlite_env() -> dict:
     directory = tempfile.mkdtemp(prefix="sa_prune_")
     env = {
@@ -399,12 +423,14 @@ def _scratch_sqlite_env() -> dict:
         "PYTHONUNBUFFERED": "1",
     }
     for args in (["migrate", "--noinput"], ["seed_sessions", "--count", "40", "--expired-fraction", "0.5"]):
-        done = subprocess.run(
-            [sys.executable, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True,
-            timeout=120,
-        )
+        done = _manage(env, *args)
         assert done.returncode == 0, done.stderr
     return env
+
+
+def _scratch_session_count(env: dict) -> int:
+    with closing(sqlite3.connect(env["DATABASE_URL"].removeprefix("sqlite:///"))) as scratch:
+        return scratch.execute("SELECT count(*) FROM sessions_admin_session").fetchone()[0]
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])

@@ -61,6 +61,10 @@ class Command(BaseCommand):
         "renewed meanwhile is never deleted, and on PostgreSQL concurrent pruners skip each "
         "other's rows instead of waiting. Unused timeout configurations are removed too."
     )
+    # A data command that cron or a process manager runs: the system checks are
+    # about serving requests, and their warnings on every run would be noise
+    # (cron mails any output). `manage.py check` still reports them.
+    requires_system_checks = []
 
     def add_arguments(self, parser):
         parser.add_argument(
