@@ -10,6 +10,7 @@ import os
 import random
 import re
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -23,6 +24,7 @@ from io import StringIO
 from pathlib import Path
 from types import SimpleNamespace
 
+import psycopg
 import pytest
 from django.core.management import CommandError, call_command
 from django.db import connection
@@ -459,6 +461,220 @@ def test_loop_stops_cleanly_on_a_signal_during_its_sleep(signum):
     assert len(lines) == 2
 
 
+# --- database errors ----------------------------------------------------------------------
+
+BUSY_TIMEOUT_SECONDS = 2
+# manage.py with SQLite's busy timeout (20 s in the settings) cut short, so that a
+# batch waiting for another writer's lock gives up within the test.
+MANAGE_WITH_SHORT_BUSY_TIMEOUT = (
+    "import os\n"
+    "os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'messaging_project.settings')\n"
+    "from django.conf import settings\n"
+    f"settings.DATABASES['default']['OPTIONS']['timeout'] = {BUSY_TIMEOUT_SECONDS}\n"
+    "import manage\n"
+    "manage.main()\n"
+)
+
+
+def _start_prune(env: dict, *args: str, short_busy_timeout: bool = False) -> subprocess.Popen:
+    program = ["-c", MANAGE_WITH_SHORT_BUSY_TIMEOUT] if short_busy_timeout else ["manage.py"]
+    return subprocess.Popen(
+        [sys.executable, *program, "prune_sessions", *args],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+
+
+def _hold_sqlite_write_lock(env: dict) -> sqlite3.Connection:
+    """Take the scratch database's write lock, as another writer's long transaction does."""
+    writer = sqlite3.connect(env["DATABASE_URL"].removeprefix("sqlite:///"), isolation_level=None)
+    writer.execute("BEGIN IMMEDIATE")
+    return writer
+
+
+def test_loop_reports_a_locked_database_in_one_line_and_goes_on():
+    env = _scratch_sqlite_env()
+    writer = _hold_sqlite_write_lock(env)
+    process = _start_prune(env, "--loop", "1", short_busy_timeout=True)
+    try:
+        failed = process.stderr.readline()
+        assert failed == "Prune pass failed: database is locked. Next pass in 1 s.\n"
+        writer.execute("COMMIT")
+        pruned = process.stdout.readline().rstrip("\n")
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=20)
+    finally:
+        process.kill()
+        writer.close()
+    assert process.returncode == 0, err
+    assert err == "", "one line per failed pass, nothing more"
+    match = SUMMARY.match(pruned)
+    assert match and int(match["count"]) >= 20, pruned
+    assert out.splitlines() == ["Stopped by SIGTERM after 2 passes.", pruned]
+    assert _scratch_session_count(env) <= 20
+
+
+def test_loop_stopped_while_waiting_for_a_lock_stops_when_the_wait_ends():
+    env = _scratch_sqlite_env()
+    writer = _hold_sqlite_write_lock(env)
+    process = _start_prune(env, "--loop", "1", short_busy_timeout=True)
+    try:
+        first = process.stderr.readline()
+        assert first == "Prune pass failed: database is locked. Next pass in 1 s.\n"
+        # The second pass starts 1 s after that line and waits up to 2 s for the lock:
+        # the signal arrives during that wait.
+        time.sleep(2)
+        process.send_signal(signal.SIGTERM)
+        signalled = time.monotonic()
+        out, err = process.communicate(timeout=20)
+    finally:
+        process.kill()
+        writer.close()
+    assert time.monotonic() - signalled < BUSY_TIMEOUT_SECONDS + 5
+    assert process.returncode == 0, err
+    # No "Next pass" on the second failure: the stop was already requested.
+    assert err == "Prune pass failed: database is locked.\n"
+    assert out.splitlines() == [
+        "Stopped by SIGTERM after 2 passes.",
+        "Pruned 0 expired sessions in 0.0 s (0 batches).",
+    ]
+    assert _scratch_session_count(env) == 40
+
+
+class _TableLock:
+    """Make the session table unwritable for the test's connection, from another connection.
+
+    On SQLite (the tests' shared in-memory database) another connection's write
+    transaction makes the next ``BEGIN`` fail at once; on PostgreSQL another
+    connection's table lock makes the next ``DELETE`` fail after ``lock_timeout``.
+    """
+
+    reasons = {
+        "sqlite": "database table is locked.",
+        "postgresql": "canceling statement due to lock timeout.",
+    }
+
+    def __init__(self):
+        self.reason = self.reasons[connection.vendor]
+        self.other = None
+
+    def take(self) -> None:
+        if connection.vendor == "sqlite":
+            self.other = sqlite3.connect(connection.settings_dict["NAME"], uri=True, isolation_level=None)
+            self.other.execute("BEGIN IMMEDIATE")
+        else:
+            with connection.cursor() as cursor:
+                cursor.execute("SET lock_timeout = '50ms'")
+            self.other = psycopg.connect(_env_for_test_database()["DATABASE_URL"])
+            self.other.execute(f"LOCK TABLE {Session._meta.db_table} IN ACCESS EXCLUSIVE MODE")
+
+    def release(self) -> None:
+        if self.other is not None:
+            self.other.rollback()
+            self.other.close()
+            self.other = None
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute("RESET lock_timeout")
+
+
+@pytest.fixture
+def table_lock(transactional_db, monkeypatch):
+    """Take a ``_TableLock`` when the pass asks the clock for its second batch."""
+    lock = _TableLock()
+    readings = []
+
+    def clock():
+        readings.append(NOW)
+        if len(readings) == 2:
+            lock.take()
+        return NOW
+
+    monkeypatch.setattr(policy, "clock", clock)
+    yield lock
+    lock.release()
+
+
+def test_single_run_cut_short_by_a_database_error_says_what_it_deleted(frozen, fixed_timer, table_lock):
+    ids = add_sessions(6, expires_at=NOW - timedelta(minutes=1))
+    with pytest.raises(CommandError) as raised:
+        prune("--batch-size", "2")
+    assert str(raised.value) == (
+        f"Pruning failed after pruning 2 expired sessions (1 batch): {table_lock.reason}"
+    )
+    table_lock.release()
+    assert len(remaining(ids)) == 4
+
+
+def test_loop_totals_count_what_a_failed_pass_deleted(frozen, fixed_timer, table_lock):
+    ids = add_sessions(6, expires_at=NOW - timedelta(minutes=1))
+    take = table_lock.take
+
+    def take_then_sigterm():
+        take()
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    table_lock.take = take_then_sigterm
+    out, err = StringIO(), StringIO()
+    call_command("prune_sessions", "--loop", "60", "--batch-size", "2", stdout=out, stderr=err)
+    # The stop came during the failed pass: no next pass is announced.
+    assert err.getvalue() == (
+        f"Prune pass failed after pruning 2 expired sessions (1 batch): {table_lock.reason}\n"
+    )
+    assert out.getvalue().splitlines() == [
+        "Stopped by SIGTERM after 1 pass.",
+        "Pruned 2 expired sessions in 0.0 s (1 batch).",
+    ]
+    table_lock.release()
+    assert len(remaining(ids)) == 4
+
+
+def test_single_run_on_a_locked_database_is_a_one_line_command_error():
+    env = _scratch_sqlite_env()
+    writer = _hold_sqlite_write_lock(env)
+    try:
+        out, err = _start_prune(env, short_busy_timeout=True).communicate(timeout=60)
+    finally:
+        writer.close()
+    assert (out, err) == ("", "CommandError: Pruning failed: database is locked.\n")
+    assert _scratch_session_count(env) == 40
+
+
+def test_unreachable_database_one_line_errors_and_the_loop_goes_on():
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))  # bound, never listening: connections are refused
+        port = closed.getsockname()[1]
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "PYTEST_"))},
+            "DATABASE_URL": f"postgres://postgres@127.0.0.1:{port}/sessions",
+            "DJANGO_SECRET_KEY": "prune-tests-secret-key",
+            "PYTHONUNBUFFERED": "1",
+        }
+        refused = re.compile(r"connection failed: .*port \d+ failed: Connection refused")
+        for args, prefix in (([], "Pruning failed: "), (["--dry-run"], "Counting failed: ")):
+            once = subprocess.run(
+                [sys.executable, "manage.py", "prune_sessions", *args], cwd=ROOT, env=env,
+                capture_output=True, text=True, timeout=60,
+            )
+            assert once.returncode == 1 and once.stdout == ""
+            (line,) = once.stderr.splitlines()
+            assert line.startswith("CommandError: " + prefix) and refused.search(line), line
+        process = _start_prune(env, "--loop", "1")
+        try:
+            lines = [process.stderr.readline() for _ in range(2)]
+            process.send_signal(signal.SIGTERM)
+            out, err = process.communicate(timeout=20)
+        finally:
+            process.kill()
+    assert process.returncode == 0, err
+    for line in lines:
+        assert line.startswith("Prune pass failed: connection failed: ") and refused.search(line), line
+        assert line.endswith(" Next pass in 1 s.\n"), line
+    assert "Traceback" not in err and all(line.startswith("Prune pass failed: ") for line in err.splitlines())
+    stopped, totals = out.splitlines()
+    assert re.fullmatch(r"Stopped by SIGTERM after [23] passes\.", stopped), stopped
+    assert totals == "Pruned 0 expired sessions in 0.0 s (0 batches)."
+
+
 # --- PostgreSQL: concurrent pruners and renewals ------------------------------------------
 
 
@@ -633,16 +849,7 @@ def test_two_prune_commands_at_once_report_counts_that_add_up():
     now = policy.clock()
     expired = add_sessions(8_000, expires_at=now - timedelta(minutes=1))
     active = add_sessions(100, expires_at=now + timedelta(hours=1))
-    settings = connection.settings_dict
-    url = (
-        f"postgres://{settings['USER']}:{settings['PASSWORD'] or ''}@{settings['HOST'] or '127.0.0.1'}"
-        f":{settings['PORT'] or 5432}/{settings['NAME']}"
-    )
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "PYTEST_"))},
-        "DATABASE_URL": url,
-        "DJANGO_SECRET_KEY": "prune-tests-secret-key",
-    }
+    env = _env_for_test_database()
     command = [sys.executable, "manage.py", "prune_sessions", "--batch-size", "300"]
     processes = [
         subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -657,3 +864,71 @@ def test_two_prune_commands_at_once_report_counts_that_add_up():
         counts.append(int(match["count"].replace(",", "")))
     assert sum(counts) == len(expired)
     assert remaining(expired) == set() and remaining(active) == set(active)
+
+
+def _env_for_test_database() -> dict:
+    """The environment for a ``manage.py`` process on the test's PostgreSQL database."""
+    settings = connection.settings_dict
+    url = (
+        f"postgres://{settings['USER']}:{settings['PASSWORD'] or ''}@{settings['HOST'] or '127.0.0.1'}"
+        f":{settings['PORT'] or 5432}/{settings['NAME']}"
+    )
+    return {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "PYTEST_"))},
+        "DATABASE_URL": url,
+        "DJANGO_SECRET_KEY": "prune-tests-secret-key",
+        "PYTHONUNBUFFERED": "1",
+    }
+
+
+def _other_backends(*, waiting_for_a_lock: bool = False) -> list[int]:
+    """Return the pids of the other connections to the test database."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+            "AND pid <> pg_backend_pid() AND (NOT %s OR wait_event_type = 'Lock')",
+            [waiting_for_a_lock],
+        )
+        return [pid for (pid,) in cursor.fetchall()]
+
+
+def _terminate(pids: list[int]) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_terminate_backend(pid) FROM unnest(%s::int[]) AS pid", [pids])
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_loop_goes_on_after_losing_its_postgresql_connection():
+    expired = add_sessions(300, expires_at=policy.clock() - timedelta(minutes=1))
+    env = _env_for_test_database()
+    holder = psycopg.connect(env["DATABASE_URL"])
+    # The first pass blocks on this lock, and its connection is cut while it waits.
+    holder.execute(f"LOCK TABLE {Session._meta.db_table} IN ACCESS EXCLUSIVE MODE")
+    process = _start_prune(env, "--loop", "1")
+    try:
+        deadline = time.monotonic() + 30
+        while not (blocked := _other_backends(waiting_for_a_lock=True)):
+            assert time.monotonic() < deadline, "the pass never waited for the lock"
+            time.sleep(0.05)
+        _terminate(blocked)
+        failed = process.stderr.readline()
+        holder.rollback()
+        pruned = process.stdout.readline().rstrip("\n")
+        # Cut again while the loop sleeps: the next pass reconnects.
+        _terminate([pid for pid in _other_backends() if pid != holder.info.backend_pid])
+        again = process.stdout.readline().rstrip("\n")
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=20)
+    finally:
+        process.kill()
+        holder.close()
+    assert failed.startswith("Prune pass failed: terminating connection due to administrator command")
+    assert failed.endswith(" Next pass in 1 s.\n"), failed
+    assert process.returncode == 0 and err == "", err
+    assert SUMMARY.match(pruned) and pruned.startswith("Pruned 300 expired sessions"), pruned
+    assert SUMMARY.match(again) and again.startswith("Pruned 0 expired sessions"), again
+    stopped, totals = out.splitlines()
+    assert stopped == "Stopped by SIGTERM after 3 passes."
+    assert SUMMARY.match(totals) and totals.startswith("Pruned 300 expired sessions"), totals
+    assert remaining(expired) == set()

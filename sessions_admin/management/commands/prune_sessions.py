@@ -13,11 +13,18 @@ Output, at the default verbosity (1):
 
 Verbosity 0 prints nothing but errors; verbosity 2 adds a line per batch and
 the number of unused timeout configurations removed.
+
+A database error (locked, unreachable, connection lost) ends a single run
+with a one-line ``CommandError`` (exit status 1). Under ``--loop`` it ends
+only the pass: ``Prune pass failed: database is locked. Next pass in 5 s.``
+goes to stderr and the loop carries on. Batches committed before the error
+stay deleted and are counted in the totals.
 """
 
 import signal
 import threading
 
+from django import db
 from django.core.management.base import BaseCommand, CommandError
 from django.db import close_old_connections
 
@@ -91,14 +98,22 @@ class Command(BaseCommand):
         self._validate(dry_run, batch_size, grace_minutes, max_rows, loop)
         self.verbosity = verbosity
         if dry_run:
-            count = session_count_prunable(now=policy.clock(), grace_minutes=grace_minutes, max_rows=max_rows)
+            try:
+                count = session_count_prunable(
+                    now=policy.clock(), grace_minutes=grace_minutes, max_rows=max_rows
+                )
+            except (db.DatabaseError, db.InterfaceError) as exc:
+                raise CommandError(f"Counting failed: {_one_line(exc)}") from exc
             self._say(f"Would prune {plural(count, 'expired session')}.")
             return
         stop = _StopRequest()
         with stop.on_signals(STOP_SIGNALS):
             prune = dict(batch_size=batch_size, grace_minutes=grace_minutes, max_rows=max_rows)
             if loop is None:
-                result = self._prune_once(stop, **prune)
+                try:
+                    result = self._prune_once(stop, **prune)
+                except _PassFailed as failed:
+                    raise CommandError(failed.describe("Pruning")) from failed
                 if stop.signal_name:
                     self._say(f"Stopped by {stop.signal_name}.")
                 self._say(summary_line(result), success=True)
@@ -107,9 +122,21 @@ class Command(BaseCommand):
             while not stop.is_set():
                 # As between requests: drop a connection that broke or outlived CONN_MAX_AGE.
                 close_old_connections()
-                totals.append(self._prune_once(stop, **prune))
                 passes += 1
-                self._say(summary_line(totals[-1]))
+                try:
+                    totals.append(self._prune_once(stop, **prune))
+                except _PassFailed as failed:
+                    # A locked or unreachable database is usually over by the next pass.
+                    # On SQLite a signal that arrives while a batch waits for another
+                    # writer's lock is only handled when that wait ends (at most the
+                    # busy timeout): the wait is inside SQLite, where Python cannot act.
+                    totals.append(failed.done)
+                    message = failed.describe("Prune pass")
+                    if not stop.is_set():
+                        message += f" Next pass in {loop:,g} s."
+                    self.stderr.write(message)
+                else:
+                    self._say(summary_line(totals[-1]))
                 stop.wait(loop)
             self._say(f"Stopped by {stop.signal_name} after {plural(passes, 'pass', 'passes')}.")
             self._say(summary_line(_sum(totals)), success=True)
@@ -139,14 +166,14 @@ class Command(BaseCommand):
             self.stdout.write(self.style.SUCCESS(line) if success and self.stdout.isatty() else line)
 
     def _prune_once(self, stop, *, batch_size, grace_minutes, max_rows) -> PruneResult:
+        """Run one pass; raise ``_PassFailed`` if a database error ends it."""
         progress = None
-        if self.verbosity == 1 and self.stdout.isatty():
-            expected = session_count_prunable(
-                now=policy.clock(), grace_minutes=grace_minutes, max_rows=max_rows
-            )
-            progress = _ProgressBar(self.stdout, expected) if expected else None
+        deleted = batches = 0
+        seconds = 0.0
 
         def on_batch(batch: PruneBatch) -> None:
+            nonlocal deleted, batches, seconds
+            deleted, batches, seconds = deleted + batch.deleted, batch.number, seconds + batch.seconds
             if progress is not None:
                 progress.advance(batch.deleted)
             if self.verbosity >= 2:
@@ -156,6 +183,11 @@ class Command(BaseCommand):
                 )
 
         try:
+            if self.verbosity == 1 and self.stdout.isatty():
+                expected = session_count_prunable(
+                    now=policy.clock(), grace_minutes=grace_minutes, max_rows=max_rows
+                )
+                progress = _ProgressBar(self.stdout, expected) if expected else None
             result = session_prune_expired(
                 batch_size=batch_size,
                 grace_minutes=grace_minutes,
@@ -163,6 +195,9 @@ class Command(BaseCommand):
                 should_stop=stop.is_set,
                 on_batch=on_batch,
             )
+        except (db.DatabaseError, db.InterfaceError) as exc:
+            done = PruneResult(deleted, batches, configs_deleted=0, seconds=seconds, stopped=False)
+            raise _PassFailed(exc, done) from exc
         finally:
             if progress is not None:
                 progress.close()
@@ -171,6 +206,35 @@ class Command(BaseCommand):
                 f"Deleted {plural(result.configs_deleted, 'unused timeout configuration')}."
             )
         return result
+
+
+def _one_line(error: Exception) -> str:
+    """Return the first line of an error's message, ending as a sentence.
+
+    PostgreSQL's messages go on with the statement, a hint or a context; the
+    first line says what happened.
+    """
+    lines = str(error).strip().splitlines()
+    text = lines[0].strip() if lines else type(error).__name__
+    return text if text.endswith((".", "?", "!")) else text + "."
+
+
+class _PassFailed(Exception):
+    """A pass ended by a database error; ``done`` counts the batches it committed before."""
+
+    def __init__(self, error: Exception, done: PruneResult):
+        self.reason, self.done = _one_line(error), done
+        super().__init__(self.reason)
+
+    def describe(self, what: str) -> str:
+        """Return ``Pruning failed after pruning 10 expired sessions (1 batch): <reason>``."""
+        after = ""
+        if self.done.deleted:
+            after = (
+                f" after pruning {plural(self.done.deleted, 'expired session')} "
+                f"({plural(self.done.batches, 'batch', 'batches')})"
+            )
+        return f"{what} failed{after}: {self.reason}"
 
 
 def _sum(results: list[PruneResult]) -> PruneResult:
