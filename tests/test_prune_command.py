@@ -245,6 +245,29 @@ def test_progress_bar_on_a_terminal_then_the_summary(frozen, fixed_timer):
     assert text.endswith(summary + "\n") or text.endswith(summary + "\x1b[0m\n")
 
 
+PROGRESS = re.compile(r"\r\[[#-]{30}\] +(?P<percent>\d+)% (?P<done>[\d,]+)/(?P<expected>[\d,]+)")
+
+
+@db
+def test_progress_bar_never_shows_more_done_than_expected(fixed_timer, monkeypatch):
+    add_sessions(4, expires_at=NOW - timedelta(minutes=1))
+    add_sessions(2, expires_at=NOW + timedelta(seconds=30))
+    readings = []
+
+    def clock():
+        # The bar counts at NOW; by the first batch a minute has passed and 2 more expired.
+        readings.append(NOW if not readings else NOW + timedelta(minutes=1))
+        return readings[-1]
+
+    monkeypatch.setattr(policy, "clock", clock)
+    out = TtyStringIO()
+    call_command("prune_sessions", "--batch-size", "2", stdout=out)
+    draws = [(int(m["percent"]), m["done"], m["expected"]) for m in PROGRESS.finditer(out.getvalue())]
+    assert draws == [(0, "0", "4"), (50, "2", "4"), (100, "4", "4"), (100, "6", "6")]
+    assert "\nPruned 6 expired sessions in 0.8 s (3 batches)." in out.getvalue()
+    assert Session.objects.count() == 0
+
+
 @db
 def test_no_progress_bar_when_not_a_terminal(frozen, fixed_timer):
     add_sessions(4, expires_at=NOW - timedelta(minutes=1))

@@ -293,6 +293,9 @@ class _ProgressBar:
 
     def advance(self, rows: int) -> None:
         self.done += rows
+        # Sessions keep expiring while the pass runs, and each batch takes them too:
+        # the count made at the start is a floor, never shown below what was done.
+        self.expected = max(self.expected, self.done)
         self._draw()
 
     def _draw(self) -> None:
