@@ -452,6 +452,19 @@ def _scratch_sqlite_env() -> dict:
     for args in (["migrate", "--noinput"], ["seed_sessions", "--count", "40", "--expired-fraction", "0.5"]):
         done = _manage(env, *args)
         assert done.returncode == 0, done.stderr
+    # A seeded active session may have milliseconds left; moved a day on, none
+    # expires before the pruner runs, which then finds exactly the 20 expired.
+    with closing(sqlite3.connect(env["DATABASE_URL"].removeprefix("sqlite:///"))) as scratch:
+        with scratch:
+            scratch.execute(
+                "UPDATE sessions_admin_session SET expires_at = strftime('%Y-%m-%d %H:%M:%f', expires_at, '+1 day') "
+                "WHERE expires_at > strftime('%Y-%m-%d %H:%M:%f', 'now')"
+            )
+        expired = scratch.execute(
+            "SELECT count(*) FROM sessions_admin_session "
+            "WHERE expires_at <= strftime('%Y-%m-%d %H:%M:%f', 'now')"
+        ).fetchone()[0]
+    assert expired == 20
     return env
 
 
