@@ -122,67 +122,6 @@ class SessionListSerializer(serializers.Serializer):
     )
 
 
-class StrictBooleanField(serializers.ChoiceField):
-    """A query-string boolean: exactly ``true`` or ``false``."""
-
-    def __init__(self, **kwargs):
-        super().__init__(choices=["true", "false"], **kwargs)
-
-    def to_internal_value(self, data):
-        return super().to_internal_value(data) == "true"
-
-
-class QueryIntegerField(serializers.IntegerField):
-    """A query-string integer written with digits only (no sign, blanks, fraction or exponent)."""
-
-    def to_internal_value(self, data):
-        if not (isinstance(data, str) and data.isascii() and data.isdigit()):
-            self.fail("invalid")
-        return super().to_internal_value(data)
-
-
-class SessionListQuerySerializer(serializers.Serializer):
-    """Query parameters of ``GET /sessions``; anything unknown, blank or repeated is rejected."""
-
-    limit = QueryIntegerField(min_value=1, max_value=1000, default=100)
-    cursor = serializers.CharField(required=False, max_length=2000, trim_whitespace=False)
-    agentId = serializers.UUIDField(required=False)
-    userId = serializers.UUIDField(required=False)
-    status = serializers.ChoiceField(choices=STATUS_CHOICES, default="active")
-    nearExpiration = StrictBooleanField(required=False)
-    autoRenew = StrictBooleanField(required=False)
-    ordering = serializers.ChoiceField(choices=ORDERING_CHOICES, default=DEFAULT_ORDERING)
-
-    def to_internal_value(self, data):
-        problems = {name: ["Unknown query parameter"] for name in data if name not in self.fields}
-        if hasattr(data, "lists"):
-            problems |= {
-                name: ["Give this query parameter once"]
-                for name, values in data.lists()
-                if len(values) > 1 and name in self.fields
-            }
-            # A plain dict, so that DRF validates blank values instead of
-            # treating them as absent (its rule for HTML form input).
-            data = data.dict()
-        try:
-            attrs = super().to_internal_value(data)
-        except serializers.ValidationError as exc:
-            raise serializers.ValidationError({**exc.detail, **problems}) from None
-        if problems:
-            raise serializers.ValidationError(problems)
-        return attrs
-
-    def filters(self) -> SessionFilters:
-        data = self.validated_data
-        return SessionFilters(
-            agent_id=data.get("agentId"),
-            user_id=data.get("userId"),
-            status=data["status"],
-            near_expiration=data.get("nearExpiration"),
-            auto_renew=data.get("autoRenew"),
-        )
-
-
 class HealthSerializer(serializers.Serializer):
     """Health of the sessions service and its database"""
 
@@ -241,6 +180,68 @@ class SessionUUIDField(NamedErrorsMixin, serializers.UUIDField):
         if not UUID_PATTERN.fullmatch(data):
             self.fail("invalid")
         return super().to_internal_value(data)
+
+
+class StrictBooleanField(serializers.ChoiceField):
+    """A query-string boolean: exactly ``true`` or ``false``."""
+
+    def __init__(self, **kwargs):
+        super().__init__(choices=["true", "false"], **kwargs)
+
+    def to_internal_value(self, data):
+        return super().to_internal_value(data) == "true"
+
+
+class QueryIntegerField(serializers.IntegerField):
+    """A query-string integer written with digits only (no sign, blanks, fraction or exponent)."""
+
+    def to_internal_value(self, data):
+        if not (isinstance(data, str) and data.isascii() and data.isdigit()):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class SessionListQuerySerializer(serializers.Serializer):
+    """Query parameters of ``GET /sessions``; anything unknown, blank or repeated is rejected."""
+
+    limit = QueryIntegerField(min_value=1, max_value=1000, default=100)
+    cursor = serializers.CharField(required=False, max_length=2000, trim_whitespace=False)
+    # The same canonical form create takes: an id the API would refuse at creation never filters.
+    agentId = SessionUUIDField(required=False)
+    userId = SessionUUIDField(required=False)
+    status = serializers.ChoiceField(choices=STATUS_CHOICES, default="active")
+    nearExpiration = StrictBooleanField(required=False)
+    autoRenew = StrictBooleanField(required=False)
+    ordering = serializers.ChoiceField(choices=ORDERING_CHOICES, default=DEFAULT_ORDERING)
+
+    def to_internal_value(self, data):
+        problems = {name: ["Unknown query parameter"] for name in data if name not in self.fields}
+        if hasattr(data, "lists"):
+            problems |= {
+                name: ["Give this query parameter once"]
+                for name, values in data.lists()
+                if len(values) > 1 and name in self.fields
+            }
+            # A plain dict, so that DRF validates blank values instead of
+            # treating them as absent (its rule for HTML form input).
+            data = data.dict()
+        try:
+            attrs = super().to_internal_value(data)
+        except serializers.ValidationError as exc:
+            raise serializers.ValidationError({**exc.detail, **problems}) from None
+        if problems:
+            raise serializers.ValidationError(problems)
+        return attrs
+
+    def filters(self) -> SessionFilters:
+        data = self.validated_data
+        return SessionFilters(
+            agent_id=data.get("agentId"),
+            user_id=data.get("userId"),
+            status=data["status"],
+            near_expiration=data.get("nearExpiration"),
+            auto_renew=data.get("autoRenew"),
+        )
 
 
 class WholeMinutesField(NamedErrorsMixin, serializers.IntegerField):

@@ -792,6 +792,10 @@ def test_wrong_key_with_a_staff_session_is_still_admin(api_client, staff_user, a
         ({"agentId": ""}, "agentId"),
         ({"userId": "123"}, "userId"),
         ({"userId": "3c90c3cc-0d44-4b50-8888-8dd25736052a-00"}, "userId"),
+        # Forms Python's UUID parser takes but create refuses.
+        ({"agentId": "3c90c3cc0d444b5088888dd25736052a"}, "agentId"),
+        ({"agentId": "urn:uuid:3c90c3cc-0d44-4b50-8888-8dd25736052a"}, "agentId"),
+        ({"userId": "{3c90c3cc-0d44-4b50-8888-8dd25736052a}"}, "userId"),
         ({"status": "pending"}, "status"),
         ({"status": "ACTIVE"}, "status"),
         ({"status": ""}, "status"),
