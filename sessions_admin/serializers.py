@@ -215,7 +215,9 @@ class SessionListQuerySerializer(serializers.Serializer):
     ordering = serializers.ChoiceField(choices=ORDERING_CHOICES, default=DEFAULT_ORDERING)
 
     def to_internal_value(self, data):
-        problems = {name: ["Unknown query parameter"] for name in data if name not in self.fields}
+        problems = {
+            name: [f"Unknown query parameter {name[:100]!r}"] for name in data if name not in self.fields
+        }
         if hasattr(data, "lists"):
             problems |= {
                 name: ["Give this query parameter once"]

@@ -825,6 +825,11 @@ def test_bad_parameters_are_400(admin_api, params, field):
     assert field in named, error
 
 
+def test_a_parameter_without_a_name_is_named_as_such(admin_api):
+    error = assert_envelope(admin_api.get(f"{URL}?=x"), 400, "VALIDATION_ERROR")
+    assert error["message"] == "Unknown query parameter ''"
+
+
 def test_every_bad_parameter_is_reported(admin_api):
     response = admin_api.get(URL, {"limit": "0", "status": "x", "ordering": "y", "foo": "1"})
 
