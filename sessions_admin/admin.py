@@ -789,13 +789,9 @@ class SessionAdmin(OwnFiltersOnly, RefuseMalformedSelection, admin.ModelAdmin):
         self._expire(request, sessions)
 
     def _expire(self, request, sessions) -> None:
-        now = request_now(request)
-        active = [s for s in sessions if not policy.is_expired(s.expires_at, now=now)]
-        expired = services.session_expire_now(session_ids=[s.pk for s in active], now=now)
-        if expired < len(active):
-            # Something else ended some of them meanwhile: log only those set to ``now``.
-            active = list(Session.objects.filter(pk__in=[s.pk for s in active], expires_at=now))
-        self._log_changes(request, active, f"Expired now ({policy.format_datetime(now)}).")
+        ended, now = services.session_expire_now(session_ids=[s.pk for s in sessions])
+        self._log_changes(request, ended, f"Expired now ({policy.format_datetime(now)}).")
+        expired = len(ended)
         level = messages.SUCCESS if expired else messages.WARNING
         message = f"Expired {self._sessions_phrase(expired)}."
         untouched = len(sessions) - expired

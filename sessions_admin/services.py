@@ -148,6 +148,20 @@ def session_delete_many(*, session_ids: Iterable[UUID]) -> int:
     return per_model.get(Session._meta.label, 0)
 
 
-def session_expire_now(*, session_ids: Iterable[UUID], now: datetime) -> int:
-    """End the given active sessions at ``now``; return how many were active."""
-    return Session.objects.filter(pk__in=list(session_ids)).active(now).update(expires_at=now)
+def session_expire_now(*, session_ids: Iterable[UUID]) -> tuple[list[Session], datetime]:
+    """End those of the given sessions that are still active; return them and the instant.
+
+    The rows are locked before the clock is read: a session created, or a
+    heartbeat committed, while the caller was choosing them is never given an
+    expiry before its creation or its last activity.
+    """
+    with transaction.atomic():
+        sessions = list(
+            Session.objects.select_for_update().filter(pk__in=list(session_ids)).order_by("pk")
+        )
+        now = policy.clock()
+        ended = [s for s in sessions if not policy.is_expired(s.expires_at, now=now)]
+        Session.objects.filter(pk__in=[s.pk for s in ended]).update(expires_at=now)
+    for session in ended:
+        session.expires_at = now
+    return ended, now

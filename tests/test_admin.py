@@ -755,6 +755,24 @@ def test_expire_action(operator_client, operator, frozen):
     assert summary_counts(response)["expired"] == 3
 
 
+def test_expire_action_never_ends_a_session_before_it_began(operator_client, frozen):
+    # The page's instant is read when the request starts; a session created (or
+    # active) after that instant must not be given an expiry before it.
+    newcomer = SessionFactory(now=NOW + timedelta(seconds=1))
+    readings = iter([NOW])
+
+    def clock():
+        return next(readings, NOW + timedelta(seconds=2))
+
+    data = {"action": "expire_selected", "select_across": "1", "index": "0",
+            "_selected_action": [str(newcomer.pk)]}
+    with mock.patch.object(policy, "clock", side_effect=clock):
+        response = operator_client.post(CHANGELIST, data, follow=True)
+    assert messages_of(response) == ["Expired 1 session."]
+    newcomer.refresh_from_db()
+    assert newcomer.expires_at == NOW + timedelta(seconds=2) >= newcomer.last_activity
+
+
 def test_expire_action_with_nothing_active_warns(operator_client, frozen):
     already = SessionFactory(now=frozen, expired=True)
     response = post_action(operator_client, "expire_selected", [already])
