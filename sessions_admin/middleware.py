@@ -1,4 +1,7 @@
-"""Keep every response under ``/api/`` in the error envelope, even outside DRF views."""
+"""Keep every response under ``/api/`` in the error envelope, even outside DRF views.
+
+Elsewhere (the admin), a database that is locked or unreachable is a 503 page.
+"""
 
 import io
 import logging
@@ -6,10 +9,18 @@ import logging
 from django.conf import settings
 from django.core.handlers.wsgi import LimitedStream
 from django.db import InterfaceError, OperationalError
+from django.http import HttpResponse
 
 from sessions_admin.errors import DATABASE_UNAVAILABLE, error_json_response
 
 logger = logging.getLogger(__name__)
+
+ADMIN_DATABASE_UNAVAILABLE = (
+    "<!doctype html><title>Database unavailable</title>"
+    "<h1>Database unavailable</h1>"
+    "<p>The database is busy or cannot be reached, so nothing was changed. "
+    "Try again in a moment.</p>"
+)
 
 API_PREFIX = "/api/"
 # A refused body is read and dropped up to this size before the 413 goes out:
@@ -100,6 +111,13 @@ class ApiErrorMiddleware:
 
     def process_exception(self, request, exception):
         if not request.path.startswith(API_PREFIX):
+            if isinstance(exception, (OperationalError, InterfaceError)):
+                # The admin too: a database that is locked (SQLite, past its
+                # busy timeout) or unreachable is a 503 to retry, not a 500.
+                logger.warning("Database unavailable: %s", exception)
+                response = HttpResponse(ADMIN_DATABASE_UNAVAILABLE, status=503)
+                response["Retry-After"] = "5"
+                return response
             return None
         if isinstance(exception, (OperationalError, InterfaceError)):
             logger.warning("Database unavailable: %s", exception)

@@ -13,7 +13,7 @@ from django.contrib.admin.models import CHANGE, DELETION, LogEntry
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
 from django.core.cache import cache
-from django.db import connection
+from django.db import OperationalError, connection
 from django.test import Client, override_settings
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
@@ -771,6 +771,16 @@ def test_expire_action_never_ends_a_session_before_it_began(operator_client, fro
     assert messages_of(response) == ["Expired 1 session."]
     newcomer.refresh_from_db()
     assert newcomer.expires_at == NOW + timedelta(seconds=2) >= newcomer.last_activity
+
+
+def test_an_action_on_a_locked_or_unreachable_database_is_a_503(operator_client, frozen):
+    session = SessionFactory(now=frozen)
+    locked = OperationalError("database is locked")
+    with mock.patch.object(sessions_admin_admin.services, "session_expire_now", side_effect=locked):
+        response = post_action(operator_client, "expire_selected", [session])
+    assert response.status_code == 503
+    assert response["Retry-After"] == "5"
+    assert b"nothing was changed" in response.content
 
 
 def test_expire_action_with_nothing_active_warns(operator_client, frozen):
