@@ -294,23 +294,31 @@ def session_prune_expired(
     return PruneResult(deleted, batches, configs_deleted, time.monotonic() - started, stopped)
 
 
+# Attempts of a write whose timeout configuration a concurrent prune deleted.
+# Each new attempt has the same tiny window, so a second failure is already
+# rare (pruners deleting unused configurations in a tight loop made it happen);
+# five make it vanishingly so.
+CONFIG_PRUNED_ATTEMPTS = 5
+
+
 def retry_if_config_pruned(write):
-    """Run ``write`` once more if a concurrent prune deleted the timeout config it just got.
+    """Run ``write`` again if a concurrent prune deleted the timeout config it just got.
 
     ``timeout_config_prune_unused`` may delete an unused configuration between
     a writer's ``get_or_create`` and the commit of the session row pointing at
-    it; the deferred foreign key then fails that commit, and the second
-    attempt ``get_or_create``s the configuration afresh. Inside an outer
-    transaction the key is only checked at its commit, so nothing is retried.
+    it; the deferred foreign key then fails that commit, and the next attempt
+    ``get_or_create``s the configuration afresh (up to ``CONFIG_PRUNED_ATTEMPTS``
+    in all). Inside an outer transaction the key is only checked at its
+    commit, so nothing is retried.
     """
 
     @functools.wraps(write)
     def wrapper(*args, **kwargs):
-        try:
-            return write(*args, **kwargs)
-        except IntegrityError:
-            if transaction.get_connection().in_atomic_block:
-                raise
-            return write(*args, **kwargs)
+        for attempt in range(1, CONFIG_PRUNED_ATTEMPTS + 1):
+            try:
+                return write(*args, **kwargs)
+            except IntegrityError:
+                if attempt == CONFIG_PRUNED_ATTEMPTS or transaction.get_connection().in_atomic_block:
+                    raise
 
     return wrapper

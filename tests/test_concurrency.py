@@ -9,7 +9,7 @@ from django.db import connection
 from django.test import Client
 from django.utils import timezone
 
-from sessions_admin import policy
+from sessions_admin import policy, pruning
 from sessions_admin.models import Session, TimeoutConfig
 from tests.factories import SessionFactory, TimeoutConfigFactory
 
@@ -113,3 +113,33 @@ def test_timeout_patches_racing_heartbeats_and_each_other_all_succeed(settings):
     assert counts == list(range(1, THREADS // 2 + 1))
     session.refresh_from_db()
     assert session.renewal_count == THREADS // 2
+
+
+def test_create_survives_repeated_pruning_of_its_new_configuration(settings, monkeypatch):
+    """A prune of unused configurations lands between get_or_create and the insert, three times.
+
+    Each time the new configuration row is deleted before the session that
+    would reference it commits; the create tries again and answers 201.
+    """
+    settings.SESSIONS_API_KEY = ""
+    get_or_create = TimeoutConfig.for_timeout.__func__
+    sabotaged = []
+
+    def prune_right_after(cls, timeout):
+        config = get_or_create(cls, timeout)
+        if len(sabotaged) < 3:
+            pruner = threading.Thread(
+                target=lambda: (sabotaged.append(pruning.timeout_config_prune_unused()), connection.close())
+            )
+            pruner.start()
+            pruner.join(timeout=30)
+        return config
+
+    monkeypatch.setattr(TimeoutConfig, "for_timeout", classmethod(prune_right_after))
+    body = {"agentId": str(uuid.uuid4()), "userId": str(uuid.uuid4()),
+            "timeoutConfig": {"timeoutMinutes": 77, "maxDurationMinutes": 777}}
+    response = Client().post(BASE, body, content_type="application/json")
+    assert response.status_code == 201, response.content
+    assert sabotaged == [1, 1, 1]  # each attempt's configuration was pruned once
+    session = Session.objects.get(pk=response.json()["sessionId"])
+    assert session.timeout_config.timeout_minutes == 77
