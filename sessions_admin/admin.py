@@ -817,9 +817,13 @@ class SessionAdmin(OwnFiltersOnly, RefuseMalformedSelection, admin.ModelAdmin):
         if self.has_view_permission(request) and not self.has_change_permission(request):
             # Django sends whoever may not change sessions to the admin index,
             # though they may still list them: back to the list instead.
-            context = {"preserved_filters": self.get_preserved_filters(request), "opts": self.opts}
-            return HttpResponseRedirect(add_preserved_filters(context, self._changelist_url))
+            return self._redirect_keeping_filters(request, self._changelist_url)
         return response
+
+    def _redirect_keeping_filters(self, request, url):
+        """Redirect to ``url`` with the list's filters the request carries."""
+        context = {"preserved_filters": self.get_preserved_filters(request), "opts": self.opts}
+        return HttpResponseRedirect(add_preserved_filters(context, url))
 
     def delete_model(self, request, obj):
         try:
@@ -852,10 +856,8 @@ class SessionAdmin(OwnFiltersOnly, RefuseMalformedSelection, admin.ModelAdmin):
         return session
 
     def _back_to(self, request, session):
-        # Back to the session page, still carrying the list's filters.
         url = reverse("admin:sessions_admin_session_change", args=[quote(session.pk)])
-        context = {"preserved_filters": self.get_preserved_filters(request), "opts": self.opts}
-        return HttpResponseRedirect(add_preserved_filters(context, url))
+        return self._redirect_keeping_filters(request, url)
 
     def renew_view(self, request, object_id):
         session = self._operated_session(request, object_id)

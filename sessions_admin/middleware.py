@@ -110,17 +110,17 @@ class ApiErrorMiddleware:
         return error_json_response(response.status_code, message)
 
     def process_exception(self, request, exception):
-        if not request.path.startswith(API_PREFIX):
-            if isinstance(exception, (OperationalError, InterfaceError)):
-                # The admin too: a database that is locked (SQLite, past its
-                # busy timeout) or unreachable is a 503 to retry, not a 500.
-                logger.warning("Database unavailable: %s", exception)
-                response = HttpResponse(ADMIN_DATABASE_UNAVAILABLE, status=503)
-                response["Retry-After"] = "5"
-                return response
-            return None
+        api = request.path.startswith(API_PREFIX)
         if isinstance(exception, (OperationalError, InterfaceError)):
+            # Everywhere, the admin too: a database that is locked (SQLite, past
+            # its busy timeout) or unreachable is a 503 to retry, not a 500.
             logger.warning("Database unavailable: %s", exception)
-            return error_json_response(503, DATABASE_UNAVAILABLE)
+            if api:
+                return error_json_response(503, DATABASE_UNAVAILABLE)
+            response = HttpResponse(ADMIN_DATABASE_UNAVAILABLE, status=503)
+            response["Retry-After"] = "5"
+            return response
+        if not api:
+            return None
         logger.exception("Unhandled error on %s %s", request.method, request.path)
         return error_json_response(500, "Internal server error")

@@ -527,10 +527,15 @@ def _hold_sqlite_write_lock(env: dict) -> sqlite3.Connection:
     return writer
 
 
-def test_loop_reports_a_locked_database_in_one_line_and_goes_on():
+def _loop_behind_a_held_lock() -> tuple[dict, sqlite3.Connection, subprocess.Popen]:
+    """A scratch store whose write lock another connection holds, and a ``--loop 1`` pruner on it."""
     env = _scratch_sqlite_env()
     writer = _hold_sqlite_write_lock(env)
-    process = _start_prune(env, "--loop", "1", short_busy_timeout=True)
+    return env, writer, _start_prune(env, "--loop", "1", short_busy_timeout=True)
+
+
+def test_loop_reports_a_locked_database_in_one_line_and_goes_on():
+    env, writer, process = _loop_behind_a_held_lock()
     try:
         failed = process.stderr.readline()
         assert failed == "Prune pass failed: database is locked. Next pass in 1 s.\n"
@@ -550,9 +555,7 @@ def test_loop_reports_a_locked_database_in_one_line_and_goes_on():
 
 
 def test_loop_stopped_while_waiting_for_a_lock_stops_when_the_wait_ends():
-    env = _scratch_sqlite_env()
-    writer = _hold_sqlite_write_lock(env)
-    process = _start_prune(env, "--loop", "1", short_busy_timeout=True)
+    env, writer, process = _loop_behind_a_held_lock()
     try:
         first = process.stderr.readline()
         assert first == "Prune pass failed: database is locked. Next pass in 1 s.\n"
