@@ -22,6 +22,7 @@ from sessions_admin.exceptions import (
     SessionExpired,
     SessionNotFound,
     SessionRenewalFailed,
+    SessionWriteConflict,
 )
 
 logger = logging.getLogger(__name__)
@@ -47,6 +48,7 @@ STATUS_FOR_DOMAIN_ERROR = {
     SessionExpired: 410,
     SessionRenewalFailed: 422,
     InvalidInput: 400,
+    SessionWriteConflict: 503,
 }
 
 DATABASE_UNAVAILABLE = "The database is unavailable; try again shortly"

@@ -47,6 +47,19 @@ class SessionRenewalFailed(SessionError):
         )
 
 
+class SessionWriteConflict(SessionError):
+    """A write that kept losing a race with the pruner; nothing was saved and a retry will do."""
+
+    code = "SERVICE_UNAVAILABLE"
+
+    def __init__(self, attempts: int):
+        super().__init__(
+            f"The session could not be saved: a concurrent prune removed its timeout "
+            f"configuration {attempts} times in a row. Nothing was changed; try again",
+            details={"attempts": attempts},
+        )
+
+
 class InvalidInput(SessionError):
     """A value that breaks the rules, reported as a validation error naming its field."""
 

@@ -39,8 +39,9 @@ combinations), and a client choosing a new combination per session would add
 a row per session that outlived it. So a pass ends by deleting the
 configurations no session references (``timeout_config_prune_unused``). A
 writer that ``get_or_create``d such a row just before it went fails on the
-deferred foreign key and retries once (``retry_if_config_pruned`` on
-``services.session_create`` and ``services.session_update_timeout``).
+deferred foreign key and tries again, up to ``CONFIG_PRUNED_ATTEMPTS`` times
+in all (``retry_if_config_pruned`` on ``services.session_create`` and
+``services.session_update_timeout``).
 """
 
 import functools
@@ -57,6 +58,7 @@ from django.db.models.sql import DeleteQuery
 from django.db.models.sql.constants import ROW_COUNT
 
 from sessions_admin import policy
+from sessions_admin.exceptions import SessionWriteConflict
 from sessions_admin.models import Session, SessionQuerySet, TimeoutConfig
 
 DEFAULT_BATCH_SIZE = 5000
@@ -301,15 +303,23 @@ def session_prune_expired(
 CONFIG_PRUNED_ATTEMPTS = 5
 
 
+def _is_foreign_key_violation(error: IntegrityError) -> bool:
+    """Whether ``error`` is a foreign key that failed (PostgreSQL's 23503, or SQLite's)."""
+    sqlstate = getattr(error.__cause__, "sqlstate", None)
+    return sqlstate == "23503" or "FOREIGN KEY constraint failed" in str(error)
+
+
 def retry_if_config_pruned(write):
     """Run ``write`` again if a concurrent prune deleted the timeout config it just got.
 
     ``timeout_config_prune_unused`` may delete an unused configuration between
     a writer's ``get_or_create`` and the commit of the session row pointing at
     it; the deferred foreign key then fails that commit, and the next attempt
-    ``get_or_create``s the configuration afresh (up to ``CONFIG_PRUNED_ATTEMPTS``
-    in all). Inside an outer transaction the key is only checked at its
-    commit, so nothing is retried.
+    ``get_or_create``s the configuration afresh. After ``CONFIG_PRUNED_ATTEMPTS``
+    lost races, ``SessionWriteConflict`` says so (a 503: nothing was saved).
+    Other integrity errors are bugs and pass through untouched. Inside an
+    outer transaction the key is only checked at its commit, so nothing is
+    retried.
     """
 
     @functools.wraps(write)
@@ -317,8 +327,13 @@ def retry_if_config_pruned(write):
         for attempt in range(1, CONFIG_PRUNED_ATTEMPTS + 1):
             try:
                 return write(*args, **kwargs)
-            except IntegrityError:
-                if attempt == CONFIG_PRUNED_ATTEMPTS or transaction.get_connection().in_atomic_block:
+            except IntegrityError as error:
+                if (
+                    not _is_foreign_key_violation(error)
+                    or transaction.get_connection().in_atomic_block
+                ):
                     raise
+                if attempt == CONFIG_PRUNED_ATTEMPTS:
+                    raise SessionWriteConflict(attempt) from error
 
     return wrapper

@@ -2,13 +2,15 @@
 
 import uuid
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 
 import pytest
 import time_machine
 from django.db import OperationalError, connections
 
-from sessions_admin import policy
+from sessions_admin import policy, pruning
 from sessions_admin.models import Session, TimeoutConfig
+from sessions_admin.pruning import CONFIG_PRUNED_ATTEMPTS
 from tests.factories import SessionFactory
 
 pytestmark = pytest.mark.django_db
@@ -478,3 +480,73 @@ def test_full_life_over_http(api_client, admin_key, clock):
     assert listed["sessions"][0] == api_client.get(session_url(created["sessionId"])).json()
     assert api_client.delete(session_url(created["sessionId"])).status_code == 200
     assert api_client.get(BASE, HTTP_X_API_KEY=admin_key).json()["total"] == 0
+
+
+# -- a prune racing a write ---------------------------------------------------
+
+
+@pytest.fixture
+def pruned_after_get_or_create(monkeypatch):
+    """Prune unused configurations right after each ``get_or_create``, ``.times`` times at most.
+
+    This is the window a concurrent ``prune_sessions`` can hit: the new row is
+    not referenced yet, so the prune deletes it and the session's foreign key
+    fails when it commits.
+    """
+    get_or_create = TimeoutConfig.for_timeout.__func__
+    sabotage = SimpleNamespace(times=0, pruned=[])
+
+    def for_timeout(model, timeout):
+        config = get_or_create(model, timeout)
+        if len(sabotage.pruned) < sabotage.times:
+            sabotage.pruned.append(pruning.timeout_config_prune_unused())
+        return config
+
+    monkeypatch.setattr(TimeoutConfig, "for_timeout", classmethod(for_timeout))
+    return sabotage
+
+
+NEW_TIMEOUT = {"timeoutMinutes": 77, "maxDurationMinutes": 777}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_create_retries_while_a_prune_removes_its_configuration(api_client, pruned_after_get_or_create):
+    pruned_after_get_or_create.times = CONFIG_PRUNED_ATTEMPTS - 1
+    body = create(api_client, timeoutConfig=NEW_TIMEOUT)
+    assert pruned_after_get_or_create.pruned == [1] * (CONFIG_PRUNED_ATTEMPTS - 1)
+    assert body["timeoutConfig"]["timeoutMinutes"] == 77
+    assert Session.objects.get().timeout_config.max_duration_minutes == 777
+
+
+@pytest.mark.django_db(transaction=True)
+def test_create_that_loses_every_race_is_503_and_saves_nothing(api_client, pruned_after_get_or_create):
+    pruned_after_get_or_create.times = CONFIG_PRUNED_ATTEMPTS
+    response = api_client.post(
+        BASE, {"agentId": AGENT, "userId": USER, "timeoutConfig": NEW_TIMEOUT}, format="json"
+    )
+    body = response.json()
+    assert response.status_code == 503, body
+    assert body["success"] is False
+    assert body["error"]["code"] == "SERVICE_UNAVAILABLE"
+    assert "try again" in body["error"]["message"]
+    assert body["error"]["details"] == {"attempts": CONFIG_PRUNED_ATTEMPTS}
+    assert pruned_after_get_or_create.pruned == [1] * CONFIG_PRUNED_ATTEMPTS
+    assert not Session.objects.exists()
+    assert not TimeoutConfig.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_patch_that_loses_every_race_is_503_and_changes_nothing(api_client, pruned_after_get_or_create):
+    created = create(api_client)
+    before = Session.objects.values().get()
+    pruned_after_get_or_create.times = CONFIG_PRUNED_ATTEMPTS
+    response = api_client.patch(session_url(created["sessionId"], "timeout"), NEW_TIMEOUT, format="json")
+    assert response.status_code == 503, response.json()
+    assert response.json()["error"]["code"] == "SERVICE_UNAVAILABLE"
+    assert Session.objects.values().get() == before
+    # The next attempt, with no prune in the way, goes through.
+    pruned_after_get_or_create.times = 0
+    response = api_client.patch(session_url(created["sessionId"], "timeout"), NEW_TIMEOUT, format="json")
+    assert response.status_code == 200, response.json()
+    assert response.json()["timeoutConfig"]["timeoutMinutes"] == 77
+
