@@ -419,11 +419,20 @@ def test_413_applies_to_every_route_under_api(api_client, session):
     assert_envelope(response, 413, "PAYLOAD_TOO_LARGE")
 
 
-def test_bad_content_length_is_400(api_client):
+@pytest.mark.parametrize(
+    ("length", "message"),
+    [
+        ("abc", "Content-Length header is not an integer"),
+        ("-1", "Content-Length header is negative"),
+    ],
+)
+def test_bad_content_length_is_400(api_client, length, message):
     response = api_client.generic(
-        "POST", BASE, b"{}", content_type="application/json", CONTENT_LENGTH="abc"
+        "POST", BASE, b"{}", content_type="application/json", CONTENT_LENGTH=length
     )
     assert_envelope(response, 400, "VALIDATION_ERROR")
+    assert response.json()["error"]["message"] == message
+    assert not Session.objects.exists()
 
 
 def test_chunked_body_without_content_length_is_read(rf):

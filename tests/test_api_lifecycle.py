@@ -419,6 +419,20 @@ def test_patch_whose_new_cap_is_past_is_422(api_client, clock):
     assert Session.objects.get(pk=created["sessionId"]).timeout_config.timeout_minutes == 30
 
 
+@pytest.mark.parametrize(("max_minutes", "status"), [(20, 422), (21, 200)])
+def test_patch_whose_new_cap_is_exactly_now_is_422(api_client, clock, max_minutes, status):
+    created = create(api_client)
+    clock.shift(timedelta(minutes=20))
+    response = api_client.patch(
+        session_url(created["sessionId"], "timeout"),
+        {"timeoutMinutes": 5, "maxDurationMinutes": max_minutes, "warningThresholdMinutes": 1},
+        format="json",
+    )
+    assert response.status_code == status, response.json()
+    if status == 200:  # min(now + 5 min, createdAt + 21 min)
+        assert response.json()["expiresAt"] == iso(T0 + timedelta(minutes=21))
+
+
 def test_patch_inconsistent_with_the_current_config_is_400(api_client, clock):
     created = create(api_client)  # timeout 30
     response = api_client.patch(
@@ -440,6 +454,88 @@ def test_patch_expired_is_410_and_unknown_is_404(api_client, clock):
     assert api_client.patch(url, {"timeoutMinutes": 60}, format="json").status_code == 410
     url = session_url(uuid.uuid4(), "timeout")
     assert api_client.patch(url, {"timeoutMinutes": 60}, format="json").status_code == 404
+
+
+# -- the boundary and the clock ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("method", "action", "body"),
+    [
+        ("get", "", None),
+        ("post", "heartbeat", None),
+        ("post", "renew", None),
+        ("patch", "timeout", {"timeoutMinutes": 60}),
+    ],
+)
+def test_a_session_expiring_exactly_now_is_410_and_unchanged(api_client, clock, method, action, body):
+    created = create(api_client)
+    before = Session.objects.values().get()
+    clock.shift(timedelta(minutes=30))  # now == expiresAt: expired (SPEC: expires_at <= now)
+    response = getattr(api_client, method)(session_url(created["sessionId"], action), body, format="json")
+    assert response.status_code == 410, response.json()
+    assert response.json()["error"]["details"]["expiresAt"] == created["expiresAt"]
+    assert Session.objects.values().get() == before
+
+
+@pytest.fixture
+def clock_readings(monkeypatch):
+    """A clock that moves one minute on every reading; the list of its readings."""
+    readings = []
+
+    def ticking_clock():
+        readings.append(T0 + len(readings) * timedelta(minutes=1))
+        return readings[-1]
+
+    monkeypatch.setattr(policy, "clock", ticking_clock)
+    return readings
+
+
+def test_create_reads_the_clock_once(api_client, clock_readings):
+    body = create(api_client)
+    assert len(clock_readings) == 1
+    assert body["createdAt"] == body["lastActivity"] == iso(T0)
+    assert body["expiresAt"] == iso(T0 + timedelta(minutes=30))
+    assert body["timeRemaining"] == 30 * 60_000
+
+
+@pytest.mark.parametrize(
+    ("method", "action", "body", "last_activity", "expires_in"),
+    [
+        ("get", "", None, "created", timedelta(minutes=30)),
+        ("post", "heartbeat", None, "now", timedelta(minutes=30)),
+        ("post", "renew", None, "now", timedelta(minutes=30)),
+        ("patch", "timeout", {"timeoutMinutes": 45}, "created", timedelta(minutes=45)),
+    ],
+)
+def test_each_request_reads_the_clock_once(
+    api_client, clock_readings, method, action, body, last_activity, expires_in
+):
+    """Every field of the answer derives from one reading.
+
+    Create reads T0, the request T0 + 1 min; a second reading (T0 + 2 min)
+    would show in ``timeRemaining`` or in the stored instants.
+    """
+    created = create(api_client)
+    response = getattr(api_client, method)(session_url(created["sessionId"], action), body, format="json")
+    info = response.json()
+    assert response.status_code == 200, info
+    assert clock_readings == [T0, T0 + timedelta(minutes=1)]
+    now = clock_readings[1]
+    expected_expiry = T0 + expires_in if action == "" else now + expires_in
+    assert info["expiresAt"] == iso(expected_expiry)
+    assert info["timeRemaining"] == (expected_expiry - now) // timedelta(milliseconds=1)
+    assert info["lastActivity"] == iso(T0 if last_activity == "created" else now)
+    assert Session.objects.get(pk=created["sessionId"]).expires_at == expected_expiry
+
+
+def test_health_reads_the_clock_once(api_client, clock_readings):
+    SessionFactory(now=T0, near_expiration=True)  # two minutes left at T0
+    clock_readings.clear()
+    body = api_client.get(f"{BASE}/health").json()
+    assert clock_readings == [T0]
+    assert body["timestamp"] == iso(T0)
+    assert (body["activeSessions"], body["expiringSoon"]) == (1, 1)
 
 
 # -- delete -------------------------------------------------------------------
