@@ -112,8 +112,9 @@ def test_empty_keys_never_match(api_client, settings):
     settings.SESSIONS_ADMIN_API_KEY = ""
     settings.SESSIONS_API_KEY = ""
     response = api_client.get(BASE, HTTP_X_API_KEY="")
-    assert response.status_code in (401, 403)
-    assert response.json()["success"] is False
+    # An empty key authenticates no one: the caller is anonymous, so 401 (SPEC §3).
+    assert response.status_code == 401
+    assert response.json()["error"]["code"] == "UNAUTHORIZED"
 
 
 def basic(username, password):
