@@ -864,12 +864,78 @@ def test_select_all_is_not_offered_beyond_the_action_limit(operator_client, froz
     assert "Actions take at most 2 sessions at a time: filter or search to select across pages." in html
 
 
-def test_actions_refuse_more_than_the_limit(operator_client, frozen, monkeypatch):
+@pytest.mark.parametrize("post", [{}, {"post": "yes"}], ids=["first-post", "confirmed"])
+@pytest.mark.parametrize("action", ["renew_selected", "expire_selected", "delete_selected"])
+def test_actions_refuse_more_than_the_limit(operator_client, frozen, monkeypatch, action, post):
     monkeypatch.setattr(sessions_admin_admin, "ACTION_LIMIT", 2)
-    sessions = SessionFactory.create_batch(3, now=frozen)
-    response = post_action(operator_client, "expire_selected", sessions)
-    assert messages_of(response)[0].startswith("More than 2 sessions are selected; nothing was changed.")
-    assert Session.objects.expired(NOW).count() == 0
+    sessions = SessionFactory.create_batch(3, now=frozen, near_expiration=True)
+    before = sorted(Session.objects.values_list("pk", "expires_at", "renewal_count"))
+    with time_machine.travel(NOW + timedelta(seconds=5), tick=False):
+        response = post_action(operator_client, action, sessions, **post)
+    assert response.status_code == 200
+    assert b"<title>Delete multiple objects" not in response.content
+    assert messages_of(response) == [
+        "More than 2 sessions are selected; nothing was changed. Narrow the list with filters "
+        "or a search, or use the API or prune_sessions for bulk work."
+    ]
+    assert sorted(Session.objects.values_list("pk", "expires_at", "renewal_count")) == before
+    assert not LogEntry.objects.exists()
+
+
+@pytest.mark.parametrize("button", ["renew", "expire"])
+@pytest.mark.parametrize("object_id", [str(uuid.UUID(int=7)), "not-a-uuid"])
+def test_session_page_buttons_on_an_unknown_id_are_404(operator_client, frozen, button, object_id):
+    session = SessionFactory(now=frozen)
+    url = reverse(f"admin:sessions_admin_session_{button}", args=[object_id])
+    assert operator_client.post(url).status_code == 404
+    assert Session.objects.get(pk=session.pk).expires_at == session.expires_at
+    assert not LogEntry.objects.exists()
+
+
+@pytest.fixture
+def deleted_before_its_renewal(monkeypatch):
+    """Make ``services.session_renew`` find the given sessions deleted, as if another operator was faster."""
+    doomed = set()
+    renew = sessions_admin_admin.services.session_renew
+
+    def delete_then_renew(*, session_id):
+        if session_id in doomed:
+            Session.objects.filter(pk=session_id).delete()
+        return renew(session_id=session_id)
+
+    monkeypatch.setattr(sessions_admin_admin.services, "session_renew", delete_then_renew)
+    return doomed
+
+
+def test_renew_action_reports_a_session_deleted_meanwhile(
+    operator_client, operator, frozen, deleted_before_its_renewal
+):
+    kept, gone = SessionFactory.create_batch(2, now=frozen, near_expiration=True)
+    deleted_before_its_renewal.add(gone.pk)
+    with time_machine.travel(NOW + timedelta(seconds=5), tick=False):
+        response = post_action(operator_client, "renew_selected", [kept, gone])
+    assert response.status_code == 200
+    assert messages_of(response) == [
+        "Renewed 1 session.",
+        "1 session could not be renewed (1 deleted meanwhile).",
+    ]
+    kept.refresh_from_db()
+    assert (kept.renewal_count, kept.expires_at) == (1, NOW + timedelta(seconds=5, minutes=30))
+    assert not Session.objects.filter(pk=gone.pk).exists()
+    entries = LogEntry.objects.filter(action_flag=CHANGE, user=operator)
+    assert list(entries.values_list("object_id", flat=True)) == [str(kept.pk)]
+
+
+def test_renew_button_on_a_session_deleted_meanwhile(operator_client, frozen, deleted_before_its_renewal):
+    session = SessionFactory(now=frozen, near_expiration=True)
+    deleted_before_its_renewal.add(session.pk)
+    response = operator_client.post(reverse("admin:sessions_admin_session_renew", args=[session.pk]))
+    assert response.status_code == 302
+    assert response["Location"] == change_url(session)
+    assert messages_of(operator_client.get(CHANGELIST)) == [
+        "1 session could not be renewed (1 deleted meanwhile)."
+    ]
+    assert not Session.objects.exists()
     assert not LogEntry.objects.exists()
 
 
