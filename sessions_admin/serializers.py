@@ -372,9 +372,11 @@ class StrictObjectSerializer(serializers.Serializer):
         if not isinstance(data, Mapping):
             raise self._not_an_object()
         prefix = f"{field_path(self)}." if self.field_name else ""
-        errors = {
-            name: [f"Unknown field '{prefix}{name}'"] for name in data if name not in self.fields
-        }
+        errors = {}
+        for name in data:
+            if name not in self.fields:
+                shown = _echoable(name)
+                errors[shown] = [f"Unknown field '{prefix}{shown}'"]
         try:
             value = super().to_internal_value(data)
         except serializers.ValidationError as exc:
@@ -382,6 +384,11 @@ class StrictObjectSerializer(serializers.Serializer):
         if errors:
             raise serializers.ValidationError(errors)
         return value
+
+
+def _echoable(text: str) -> str:
+    """``text`` as an answer can quote it: a lone surrogate (not encodable) as ``\\udXXX``."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _minutes_field(help_text: str, *, low: int, high: int) -> WholeMinutesField:

@@ -222,6 +222,31 @@ def test_metadata_values_no_database_can_store_are_rejected(api_client, raw):
     assert "'metadata'" in error["message"]
 
 
+@pytest.mark.parametrize(
+    ("method", "path", "raw", "field"),
+    [
+        ("POST", BASE, b'{"agentId": "%s", "userId": "%s", "\\ud800": 1}', "\\ud800"),
+        (
+            "POST",
+            BASE,
+            b'{"agentId": "%s", "userId": "%s", "timeoutConfig": {"\\udfff": 1}}',
+            "timeoutConfig.\\udfff",
+        ),
+        ("PATCH", "timeout", b'{"\\ud800x": 60}', "\\ud800x"),
+    ],
+)
+def test_an_unknown_key_that_is_a_lone_surrogate_is_quoted_escaped(api_client, method, path, raw, field):
+    if path == "timeout":
+        session = SessionFactory()
+        path, body = f"{BASE}/{session.pk}/timeout", raw
+    else:
+        body = raw % (AGENT.encode(), USER.encode())
+    response = api_client.generic(method, path, body, content_type="application/json")
+    error = assert_envelope(response, 400, "VALIDATION_ERROR")
+    assert error["message"] == f"Unknown field '{field}'"
+    assert Session.objects.count() == (1 if method == "PATCH" else 0)
+
+
 def test_metadata_text_that_merely_looks_like_an_escape_is_kept(api_client):
     metadata = {"s": "\\u0000 is how JSON writes NUL"}
     response = post_json(api_client, BASE, {**VALID, "metadata": metadata})
