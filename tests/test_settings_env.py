@@ -473,3 +473,31 @@ def test_gunicorn_config_with_good_values(tmp_path):
     result = run(GUNICORN, tmp_path, PORT="3109", HOST="127.0.0.1", WEB_CONCURRENCY="2")
 
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+PRINT_CONFIG = [GUNICORN[0], "--print-config", *GUNICORN[2:]]
+
+
+def gunicorn_bind(tmp_path, **variables) -> str:
+    result = run(PRINT_CONFIG, tmp_path, **variables)
+    assert result.returncode == 0, result.stdout + result.stderr
+    binds = [line for line in result.stdout.splitlines() if line.split(" ", 1)[0] == "bind"]
+    assert len(binds) == 1, result.stdout
+    return binds[0].split("=", 1)[1].strip()
+
+
+def test_gunicorn_serves_on_port_3000_by_default(tmp_path):
+    # SPEC §6, like the elizaOS server; run() leaves PORT and HOST unset.
+    assert gunicorn_bind(tmp_path) == "['127.0.0.1:3000']"
+
+
+@pytest.mark.parametrize(
+    ("variables", "bind"),
+    [
+        ({"PORT": "8123"}, "['127.0.0.1:8123']"),
+        ({"PORT": "8123", "HOST": "0.0.0.0"}, "['0.0.0.0:8123']"),
+        ({"HOST": "::1"}, "['[::1]:3000']"),
+    ],
+)
+def test_gunicorn_port_and_host_come_from_the_environment(tmp_path, variables, bind):
+    assert gunicorn_bind(tmp_path, **variables) == bind
