@@ -3,6 +3,7 @@
 import base64
 import json
 import logging
+import socket
 import uuid
 
 import pytest
@@ -140,21 +141,57 @@ def test_rate_limiting_off_lets_every_request_through(api_client, settings):
     assert {api_client.get(UNKNOWN).status_code for _ in range(30)} == {404}
 
 
-@pytest.mark.django_db
-def test_unreachable_cache_fails_open_and_says_so(api_client, throttled, settings, caplog):
-    settings.CACHES = {
-        "default": {
-            "BACKEND": "django_redis.cache.RedisCache",
-            "LOCATION": f"redis://127.0.0.1:{server.free_port()}/0",  # nothing listens there
-            "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 0.5, "SOCKET_TIMEOUT": 0.5},
+@pytest.fixture
+def unreachable_cache(settings):
+    """The default cache on a Redis address that refuses connections at once.
+
+    The port is bound but never listened on, so nothing can take it meanwhile.
+    """
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        settings.CACHES = {
+            "default": {
+                "BACKEND": "django_redis.cache.RedisCache",
+                "LOCATION": f"redis://127.0.0.1:{taken.getsockname()[1]}/0",
+                "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 0.5, "SOCKET_TIMEOUT": 0.5},
+            }
         }
-    }
+        yield settings
+
+
+@pytest.mark.django_db
+def test_unreachable_cache_fails_open_and_says_so(api_client, throttled, unreachable_cache, caplog):
     with caplog.at_level(logging.WARNING, logger="sessions_admin.throttling"):
         statuses = [api_client.get(UNKNOWN).status_code for _ in range(5)]
     assert statuses == [404] * 5
     assert "cache unavailable" in caplog.text
     # One failed attempt, then the cache is left alone for a while.
     assert caplog.text.count("cache unavailable") == 1
+
+
+@pytest.mark.django_db
+def test_sign_in_limit_fails_open_when_the_cache_is_unreachable(
+    api_client, client, throttled, unreachable_cache, staff_user, caplog
+):
+    # With a cache, the fourth wrong password would be refused with 429 unchecked.
+    throttled.SESSIONS_AUTH_FAILURE_RATE = "3/min"
+    throttled.SESSIONS_THROTTLE_RATE = None
+    wrong = basic("operator", "wrong-password")
+    with caplog.at_level(logging.WARNING, logger="sessions_admin.throttling"):
+        statuses = [api_client.get(SESSIONS, HTTP_AUTHORIZATION=wrong).status_code for _ in range(5)]
+        refused = admin_sign_in(client, "wrong-password")
+        right = basic("operator", "operator-pass-123")
+        assert api_client.get(SESSIONS, HTTP_AUTHORIZATION=right).status_code == 200
+        signed_in = admin_sign_in(client, "operator-pass-123")
+    assert statuses == [401] * 5
+    assert refused.status_code == 200
+    assert b"Please enter the correct username and password" in refused.content
+    assert (signed_in.status_code, signed_in["Location"]) == (302, "/admin/")
+    # Each failure that could not be counted says so; successes are never counted.
+    warnings = [
+        record.getMessage() for record in caplog.records if record.name == "sessions_admin.throttling"
+    ]
+    assert warnings == ["Could not record a failed sign-in: cache unavailable"] * 6
 
 
 @pytest.mark.django_db
