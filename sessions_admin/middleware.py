@@ -5,6 +5,7 @@ Elsewhere (the admin), a database that is locked or unreachable is a 503 page.
 
 import io
 import logging
+import time
 
 from django.conf import settings
 from django.core.handlers.wsgi import LimitedStream
@@ -23,23 +24,41 @@ ADMIN_DATABASE_UNAVAILABLE = (
 )
 
 API_PREFIX = "/api/"
-# A refused body is read and dropped up to this size before the 413 goes out:
-# closing a socket with unread data makes the kernel reset the connection, and
-# the client, still sending, never sees the 413. Larger bodies are cut off.
+# A refused body is read and dropped up to this size, for at most this long,
+# before the 413 goes out: closing a socket with unread data makes the kernel
+# reset the connection, and the client, still sending, never sees the 413.
+# Larger or slower bodies are cut off; one that never comes (a Content-Length
+# that lies) must not hold the worker until gunicorn's timeout kills it.
 DRAIN_MAX_BYTES = 16 * 1024 * 1024
+DRAIN_MAX_SECONDS = 2.0
 
 
 def _drain(request, max_bytes: int) -> None:
     stream = request.environ.get("wsgi.input")
+    # gunicorn hands over its socket: its timeout bounds each read.
+    sock = request.environ.get("gunicorn.socket")
+    previous_timeout = sock.gettimeout() if sock is not None else None
+    deadline = time.monotonic() + DRAIN_MAX_SECONDS
     remaining = max_bytes
     try:
         while stream is not None and remaining > 0:
+            seconds_left = deadline - time.monotonic()
+            if seconds_left <= 0:
+                break
+            if sock is not None:
+                sock.settimeout(seconds_left)
             chunk = stream.read(min(65536, remaining))
             if not chunk:
                 break
             remaining -= len(chunk)
-    except Exception:  # a client that hangs up or lies about its length: nothing to save
+    except Exception:  # a client that hangs up, stalls or lies about its length
         logger.debug("Stopped draining a refused request body", exc_info=True)
+    finally:
+        if sock is not None:
+            try:
+                sock.settimeout(previous_timeout)
+            except OSError:  # the client is gone already
+                pass
 
 
 class ApiErrorMiddleware:
@@ -79,7 +98,11 @@ class ApiErrorMiddleware:
         Django reads only ``Content-Length`` bytes, so without this a chunked
         body would be silently ignored, however large.
         """
-        body = request.environ["wsgi.input"].read(limit + 1)
+        try:
+            body = request.environ["wsgi.input"].read(limit + 1)
+        except Exception as exc:  # the server's chunk parser refused what the client sent
+            logger.info("Malformed chunked request body: %r", exc)
+            return error_json_response(400, "Malformed chunked request body")
         if len(body) > limit:
             _drain(request, DRAIN_MAX_BYTES - len(body))
             return self._too_large(limit, None)

@@ -1,0 +1,80 @@
+"""Request bodies that are framed wrongly, sent to the real server over raw sockets.
+
+A chunked body the server cannot parse is a 400 envelope, not Django's HTML
+500; a Content-Length announcing a large body that never comes is a 413
+after a short, bounded wait, not a worker held until gunicorn kills it.
+"""
+
+import http.client
+import json
+import socket
+import time
+
+import pytest
+
+from tests import server
+
+pytestmark = pytest.mark.server
+
+BASE = "/api/messaging/sessions"
+
+
+@pytest.fixture(scope="module", params=["1", "2"], ids=["sync", "gthread"])
+def running(request):
+    """One worker, sync or with two threads (gthread handles sockets differently)."""
+    env = {"DATABASE_URL": server.scratch_sqlite(), "GUNICORN_THREADS": request.param}
+    with server.GunicornServer(env=env, workers=1) as running:
+        yield running
+
+
+def exchange(running, path: str, headers: dict, body: bytes, *, half_close: bool = False):
+    """Send ``body`` as given after the headers; return the status, the JSON answer and seconds."""
+    started = time.monotonic()
+    connection = http.client.HTTPConnection("127.0.0.1", running.port, timeout=40)
+    try:
+        connection.putrequest("POST", path)
+        for name, value in {"Content-Type": "application/json", **headers}.items():
+            connection.putheader(name, value)
+        connection.endheaders()
+        connection.send(body)
+        if half_close:
+            connection.sock.shutdown(socket.SHUT_WR)
+        response = connection.getresponse()
+        answer = json.loads(response.read())
+    finally:
+        connection.close()
+    assert response.getheader("Content-Type", "").startswith("application/json")
+    return response.status, answer, time.monotonic() - started
+
+
+CHUNKED = {"Transfer-Encoding": "chunked"}
+
+
+@pytest.mark.parametrize(
+    ("body", "half_close"),
+    [
+        (b"zz\r\n{}\r\n0\r\n\r\n", False),  # a chunk size that is not hexadecimal
+        (b"2\r\n{}XX0\r\n\r\n", False),  # a chunk without its CRLF terminator
+        (b"10\r\n{}", True),  # the body ends before its announced chunk does
+    ],
+)
+def test_a_malformed_chunked_body_is_a_400_envelope(running, body, half_close):
+    status, answer, _ = exchange(running, BASE, CHUNKED, body, half_close=half_close)
+    assert status == 400, answer
+    assert answer["error"]["code"] == "VALIDATION_ERROR"
+    assert answer["error"]["message"] == "Malformed chunked request body"
+    assert "Traceback" not in running.output(tail=None)
+
+
+@pytest.mark.parametrize("path", [f"{BASE}/health", BASE])
+def test_a_large_body_that_never_comes_is_413_after_a_bounded_wait(running, path):
+    # The socket stays open: the client might still send, it just does not.
+    status, answer, elapsed = exchange(running, path, {"Content-Length": "2000000"}, b'{"agentId": ')
+    assert status == 413, answer
+    assert answer["error"]["code"] == "PAYLOAD_TOO_LARGE"
+    assert answer["error"]["details"] == {"maxBytes": 1024 * 1024, "contentLength": 2_000_000}
+    # The drain gives up after DRAIN_MAX_SECONDS (2 s); gunicorn's timeout is 30 s.
+    assert elapsed < 10, f"took {elapsed:.1f} s"
+    # The worker is free again at once.
+    status, _, health = server.request("GET", running.url(f"{BASE}/health"), timeout=5)
+    assert status == 200, health
