@@ -365,23 +365,29 @@ def test_expiry_is_monotonic_in_now(created, timeout, first, extra):
 
 @given(instants, timeouts(), st.lists(st.integers(0, 10 * 24 * 3_600_000), max_size=30))
 def test_a_life_of_activity_follows_the_rules(created, timeout, gaps_ms):
-    """Replay heartbeats: the expiry only grows, never passes the cap, and each extension counts."""
+    """Replay heartbeats against SPEC §2: each extends to min(now + timeout, cap) exactly when that is later."""
     cap = policy.cap_for(created, timeout)
-    now = created
+    timeout_delta = minutes(timeout.timeout_minutes)
+    now = last_heartbeat = created
     expires = policy.expiry_for(created, timeout, now=created)
-    renewals = 0
+    assert expires == min(created + timeout_delta, cap)
+    renewals = expected_renewals = 0
     for gap in gaps_ms:
         now = now + timedelta(milliseconds=gap)
         if policy.is_expired(expires, now=now):
             assert policy.time_remaining_ms(expires, now=now) == 0
             break
+        last_heartbeat = now
+        extended = min(now + timeout_delta, cap)
+        expected_renewals += extended > expires
         renewed = policy.renewed_expiry(created, expires, timeout, now=now)
+        assert renewed == (extended if extended > expires else None)
         if renewed is not None:
-            assert expires < renewed <= cap
             expires, renewals = renewed, renewals + 1
         assert created < expires <= cap
-    assert renewals <= len(gaps_ms)
-    assert expires >= policy.expiry_for(created, timeout, now=created)
+    assert renewals == expected_renewals
+    # The expiry is set by the last heartbeat (or the creation), whether or not it extended it.
+    assert expires == min(last_heartbeat + timeout_delta, cap)
 
 
 @given(instants, timeouts(), durations, durations)
