@@ -11,6 +11,7 @@ import math
 import re
 from collections.abc import Mapping
 from datetime import datetime
+from decimal import Decimal
 
 from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
@@ -292,7 +293,12 @@ class JSONBooleanField(NamedErrorsMixin, serializers.BooleanField):
 
 
 class MetadataField(NamedErrorsMixin, serializers.DictField):
-    """A JSON object of at most ``SESSIONS_METADATA_MAX_BYTES`` UTF-8 bytes, serialized."""
+    """A JSON object of at most ``SESSIONS_METADATA_MAX_BYTES`` UTF-8 bytes, serialized.
+
+    Numbers count as written out in full, because that is how PostgreSQL's
+    ``jsonb`` stores and returns them: ``1e308`` comes back as 309 digits.
+    Counting them as sent would let a 10 KB body become 450 KB on every read.
+    """
 
     default_error_messages = {
         "null": "Field '{field}' must be a JSON object",
@@ -313,7 +319,7 @@ class MetadataField(NamedErrorsMixin, serializers.DictField):
             serialized = json.dumps(
                 data, ensure_ascii=False, separators=(",", ":"), allow_nan=False
             )
-            size = len(serialized.encode("utf-8"))
+            size = len(serialized.encode("utf-8")) + _exponent_expansion(data)
         except UnicodeEncodeError:
             self.fail("unicode")
         except ValueError:  # 1e999 parses as infinity
@@ -325,6 +331,23 @@ class MetadataField(NamedErrorsMixin, serializers.DictField):
         if size > limit:
             self.fail("too_large", size=size, limit=limit)
         return data
+
+
+def _exponent_expansion(value) -> int:
+    """Characters that the floats in ``value`` gain when written without an exponent."""
+    gained = 0
+    stack = [value]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+        elif isinstance(node, float):
+            text = repr(node)  # as json.dumps writes it: 1e+308, 1.5e-07, 0.25
+            if "e" in text:
+                gained += len(format(Decimal(text), "f")) - len(text)
+    return gained
 
 
 def _depth(value) -> int:
@@ -450,7 +473,7 @@ class SessionCreateSerializer(StrictObjectSerializer):
     metadata = MetadataField(
         required=False,
         help_text=f"Session metadata: a JSON object of at most {settings.SESSIONS_METADATA_MAX_BYTES} "
-        "bytes serialized (UTF-8)",
+        "bytes serialized (UTF-8), numbers counted as written out in full (1e3 as 1000)",
     )
     timeoutConfig = TimeoutConfigInputSerializer(
         required=False, help_text="Timeout configuration; fields left out take the server defaults"

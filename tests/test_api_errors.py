@@ -247,6 +247,28 @@ def test_an_unknown_key_that_is_a_lone_surrogate_is_quoted_escaped(api_client, m
     assert Session.objects.count() == (1 if method == "PATCH" else 0)
 
 
+def test_metadata_numbers_count_as_written_out_in_full(api_client):
+    """PostgreSQL's jsonb returns 1e308 as 309 digits: a 300-byte body must not become 12 KB."""
+    metadata = {"n": [1e308] * 40}
+    response = post_json(api_client, BASE, {**VALID, "metadata": metadata})
+    error = assert_envelope(response, 400, "VALIDATION_ERROR")
+    # {"n":[ + 40 numbers of 309 digits + 39 commas + ]}
+    assert error["message"] == (
+        "Field 'metadata' is 12407 bytes serialized; the limit is 10240 bytes"
+    )
+    assert not Session.objects.exists()
+
+
+def test_metadata_with_exponents_within_the_limit_reads_back_within_it(api_client):
+    metadata = {"big": [1e308] * 30, "tiny": -1.5e-300, "plain": [0.25, 1e-05, 12]}
+    response = post_json(api_client, BASE, {**VALID, "metadata": metadata})
+    assert response.status_code == 201, response.json()
+    read = api_client.get(f"{BASE}/{response.json()['sessionId']}").json()["metadata"]
+    # SQLite keeps the exponents; PostgreSQL writes every number out in full.
+    assert len(json.dumps(read, separators=(",", ":"))) <= 10_240
+    assert read["big"][0] == pytest.approx(1e308) and read["tiny"] == pytest.approx(-1.5e-300)
+
+
 def test_metadata_text_that_merely_looks_like_an_escape_is_kept(api_client):
     metadata = {"s": "\\u0000 is how JSON writes NUL"}
     response = post_json(api_client, BASE, {**VALID, "metadata": metadata})
