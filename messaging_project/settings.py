@@ -285,7 +285,12 @@ SPECTACULAR_SETTINGS = {
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "filters": {
+        "security_one_line": {"()": "sessions_admin.log_filters.SecurityEventsOnOneLine"},
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "filters": ["security_one_line"]},
+    },
     "root": {
         "handlers": ["console"],
         "level": env_choice(

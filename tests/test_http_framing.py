@@ -78,3 +78,14 @@ def test_a_large_body_that_never_comes_is_413_after_a_bounded_wait(running, path
     # The worker is free again at once.
     status, _, health = server.request("GET", running.url(f"{BASE}/health"), timeout=5)
     assert status == 200, health
+
+
+def test_a_host_not_allowed_is_a_400_logged_on_one_line(running):
+    status, _, answer = server.request(
+        "GET", running.url(f"{BASE}/health"), headers={"Host": "scanner.example"}
+    )
+    assert status == 400, answer
+    assert answer["error"]["code"] == "VALIDATION_ERROR"
+    log = running.output(tail=None)
+    assert "Invalid HTTP_HOST header: 'scanner.example'" in log
+    assert "Traceback" not in log, log[-2000:]
