@@ -470,18 +470,36 @@ def test_http_small_chunked_body_is_read(sqlite_server):
     assert body["sessionId"]
 
 
+# Half an hour into an hour of the epoch: the rate limiter's clock in the server below.
+THROTTLE_NOW = 1_800_001_800.0
+
+
+def app_with_a_still_throttle_clock():
+    """Return the project's WSGI application with the rate limiter's clock standing at ``THROTTLE_NOW``.
+
+    gunicorn calls this factory: the windows are aligned to the epoch, so with
+    the wall clock a run near the top of the hour could see a window end.
+    """
+    from messaging_project.wsgi import application
+
+    ClientRateThrottle.timer = staticmethod(lambda: THROTTLE_NOW)
+    return application
+
+
 @pytest.mark.server
 def test_http_rate_limit_is_shared_by_workers_through_redis():
     if not server.redis_reachable():
         pytest.skip("Redis is not running on 127.0.0.1:6379")
     env = {
+        "DJANGO_SETTINGS_MODULE": "messaging_project.settings",
         "DATABASE_URL": server.scratch_sqlite(),
         "REDIS_URL": "redis://127.0.0.1:6379/0",
         "CACHE_KEY_PREFIX": f"sa_hard_test_{uuid.uuid4().hex}",
-        "SESSIONS_THROTTLE_RATE": "8/hour",  # no window ends mid-test
+        "SESSIONS_THROTTLE_RATE": "8/hour",
         "REDIS_TIMEOUT_MS": "5000",  # a busy machine must not trip the fail-open path
     }
-    with server.GunicornServer(env=env, workers=3) as running:
+    app = f"{__name__}:app_with_a_still_throttle_clock()"
+    with server.GunicornServer(env=env, workers=3, app=app) as running:
         # New connection per request: the requests spread over the workers.
         statuses = [server.request("GET", running.url(UNKNOWN))[0] for _ in range(12)]
         status, headers, body = server.request("GET", running.url(UNKNOWN))
@@ -490,4 +508,5 @@ def test_http_rate_limit_is_shared_by_workers_through_redis():
     assert health == 200
     assert status == 429
     assert body["error"]["code"] == "RATE_LIMITED"
-    assert 1 <= int(headers["retry-after"]) <= 3600
+    assert int(headers["retry-after"]) == 1800  # the rest of the frozen hour
+    assert body["error"]["details"]["retryAfterSeconds"] == 1800
