@@ -8,6 +8,9 @@ from rest_framework import exceptions
 from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.parsers import JSONParser
 
+# Charsets a JSON body may name: UTF-8, and ASCII, which is a subset of it.
+_CHARSETS = {"utf-8": "UTF-8", "ascii": "ASCII"}
+
 
 def _strict_constant(name):
     raise ValueError(f"{name} is not valid JSON")
@@ -33,23 +36,26 @@ class StrictJSONParser(JSONParser):
     escape on deeply nested arrays; both end as a 500. Here other charsets are
     415 and every malformed body is a parse error (400), as is an object that
     names a key twice (Python would keep the last value without a word).
+    A body labelled ASCII is taken, and must then be ASCII.
     """
 
     def parse(self, stream, media_type=None, parser_context=None):
         encoding = (parser_context or {}).get("encoding") or settings.DEFAULT_CHARSET
         try:
-            is_utf8 = codecs.lookup(encoding).name == "utf-8"
+            codec = codecs.lookup(encoding).name
         except LookupError:
-            is_utf8 = False
-        if not is_utf8:
+            codec = None
+        if codec not in _CHARSETS:
             raise exceptions.UnsupportedMediaType(
                 media_type, detail=f"Unsupported charset {encoding!r}: send UTF-8 JSON"
             )
         raw = stream.read() if stream is not None else b""
         try:
-            text = raw.decode("utf-8")
+            text = raw.decode(codec)
         except UnicodeDecodeError as exc:
-            raise exceptions.ParseError(f"Request body is not valid UTF-8: {exc.reason}") from None
+            raise exceptions.ParseError(
+                f"Request body is not valid {_CHARSETS[codec]}: {exc.reason}"
+            ) from None
         try:
             return json.loads(
                 text,

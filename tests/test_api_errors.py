@@ -386,10 +386,19 @@ def test_unsupported_media_types_are_415(api_client, content_type):
     assert_envelope(response, 415, "UNSUPPORTED_MEDIA_TYPE")
 
 
-def test_json_with_explicit_utf8_charset_is_accepted(api_client):
+@pytest.mark.parametrize("charset", ["UTF-8", "utf8", "us-ascii", "ASCII"])
+def test_json_with_a_utf8_or_ascii_charset_is_accepted(api_client, charset):
     body = json.dumps(VALID).encode()
-    response = post_json(api_client, BASE, body, content_type="application/json; charset=UTF-8")
-    assert response.status_code == 201
+    response = post_json(api_client, BASE, body, content_type=f"application/json; charset={charset}")
+    assert response.status_code == 201, response.json()
+
+
+def test_json_labelled_ascii_must_be_ascii(api_client):
+    body = json.dumps({**VALID, "metadata": {"name": "é"}}, ensure_ascii=False).encode()
+    response = post_json(api_client, BASE, body, content_type="application/json; charset=us-ascii")
+    error = assert_envelope(response, 400, "VALIDATION_ERROR")
+    assert error["message"].startswith("Malformed request body: Request body is not valid ASCII")
+    assert not Session.objects.exists()
 
 
 def test_answers_json_whatever_accept_says(api_client, session):
