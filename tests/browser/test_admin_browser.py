@@ -23,6 +23,8 @@ pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 PASSWORD = "operator-pass-123"
 LIST_PATH = "/admin/sessions_admin/session/"
+# How long the store's statuses hold, however slowly a run goes.
+STATUS_MARGIN = timedelta(minutes=4)
 
 
 @pytest.fixture
@@ -58,10 +60,16 @@ def make_session(now, *, idle_minutes: float, config, renewals: int = 0, **field
 
 @pytest.fixture
 def store():
-    """138 sessions interleaved in time, none within two minutes of a status boundary.
+    """138 sessions interleaved in time, none less than four minutes from changing status.
 
     77 active (16 of them near expiration), 61 expired; 10 without auto-renew;
     one user with an active, a near-expiration and an expired session.
+
+    The store is written at the real ``now`` and the live server reads the real
+    clock later, so only the boundaries ahead matter: the active sessions are at
+    least 5 minutes from their warning threshold, the near-expiration ones at
+    least 4.2 minutes from expiring (the standard warning window is 5 minutes
+    wide), and the expired ones stay expired.
     """
     now = timezone.now()
     standard = TimeoutConfigFactory()  # 30 min, warn at 5
@@ -74,17 +82,23 @@ def store():
         make_session(now, idle_minutes=40 + i * 6, config=long, renewals=1 + i % 3)
     for i in range(10):
         make_session(now, idle_minutes=i * 2, config=fixed)
-    near = [make_session(now, idle_minutes=26 + i * 0.15, config=standard) for i in range(15)]
+    near = [make_session(now, idle_minutes=25.1 + i * 0.05, config=standard) for i in range(15)]
     for i in range(60):
         make_session(now, idle_minutes=33 + i * 0.6, config=standard, renewals=i % 3)
     user_id = uuid.uuid4()
     mine = [
         make_session(now, idle_minutes=1, config=standard, user_id=user_id,
                      metadata={"channel": "web", "locale": "en-US"}),
-        make_session(now, idle_minutes=27, config=standard, user_id=user_id),
+        make_session(now, idle_minutes=25.5, config=standard, user_id=user_id),
         make_session(now, idle_minutes=45, config=standard, user_id=user_id),
     ]
     assert Session.objects.count() == 138
+    later = now + STATUS_MARGIN
+    for session in Session.objects.select_related("timeout_config"):
+        threshold = session.timeout_config.warning_threshold_minutes
+        assert policy.status_of(session.expires_at, threshold, now=now) == policy.status_of(
+            session.expires_at, threshold, now=later
+        ), f"{session} changes status within {STATUS_MARGIN}"
     return {"user_id": user_id, "mine": mine, "near": near}
 
 
