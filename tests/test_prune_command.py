@@ -7,8 +7,10 @@ process and, on PostgreSQL, concurrent pruners and concurrent renewals.
 
 import itertools
 import os
+import pty
 import random
 import re
+import select
 import signal
 import socket
 import sqlite3
@@ -512,12 +514,31 @@ MANAGE_WITH_SHORT_BUSY_TIMEOUT = (
 )
 
 
-def _start_prune(env: dict, *args: str, short_busy_timeout: bool = False) -> subprocess.Popen:
+def _start_prune(
+    env: dict, *args: str, short_busy_timeout: bool = False, stdout=subprocess.PIPE
+) -> subprocess.Popen:
     program = ["-c", MANAGE_WITH_SHORT_BUSY_TIMEOUT] if short_busy_timeout else ["manage.py"]
     return subprocess.Popen(
         [sys.executable, *program, "prune_sessions", *args],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=ROOT, env=env, stdout=stdout, stderr=subprocess.PIPE, text=True,
     )
+
+
+def _read_terminal(fd: int, *, until: str | None = None, timeout: float = 20) -> str:
+    """Read a pseudo-terminal until ``until`` has appeared, or else until its last writer is gone."""
+    text, deadline = "", time.monotonic() + timeout
+    while until is None or until not in text:
+        left = deadline - time.monotonic()
+        assert left > 0 and select.select([fd], [], [], left)[0], f"waited for {until!r}: {text!r}"
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:  # Linux: EIO once no process holds the terminal open
+            chunk = b""
+        if not chunk:
+            assert until is None, f"the terminal closed before {until!r}: {text!r}"
+            break
+        text += chunk.decode()
+    return text
 
 
 def _hold_sqlite_write_lock(env: dict) -> sqlite3.Connection:
@@ -555,26 +576,40 @@ def test_loop_reports_a_locked_database_in_one_line_and_goes_on():
 
 
 def test_loop_stopped_while_waiting_for_a_lock_stops_when_the_wait_ends():
-    env, writer, process = _loop_behind_a_held_lock()
+    env = _scratch_sqlite_env()
+    writer = _hold_sqlite_write_lock(env)
+    # On a terminal a pass draws its progress bar just before its first batch,
+    # which then waits up to BUSY_TIMEOUT_SECONDS for the lock: the second bar
+    # says the second pass is in that wait.
+    terminal, tty = pty.openpty()
+    process = _start_prune(env, "--loop", "1", "--no-color", short_busy_timeout=True, stdout=tty)
+    os.close(tty)
+    bar = "\r[" + "-" * 30 + "]   0% 0/20"
     try:
         first = process.stderr.readline()
         assert first == "Prune pass failed: database is locked. Next pass in 1 s.\n"
-        # The second pass starts 1 s after that line and waits up to 2 s for the lock:
-        # the signal arrives during that wait.
-        time.sleep(2)
+        shown = _read_terminal(terminal, until=f"{bar}\r\n{bar}")
+        # Leave the pass the moment it needs to go from drawing to waiting.
+        time.sleep(0.5)
         process.send_signal(signal.SIGTERM)
         signalled = time.monotonic()
-        out, err = process.communicate(timeout=20)
+        err = process.stderr.read()
+        process.wait(timeout=20)
+        shown += _read_terminal(terminal)
     finally:
         process.kill()
         writer.close()
+        os.close(terminal)
     assert time.monotonic() - signalled < BUSY_TIMEOUT_SECONDS + 5
     assert process.returncode == 0, err
     # No "Next pass" on the second failure: the stop was already requested.
     assert err == "Prune pass failed: database is locked.\n"
-    assert out.splitlines() == [
+    assert shown.replace("\r\n", "\n").split("\n") == [
+        bar,
+        bar,
         "Stopped by SIGTERM after 2 passes.",
         "Pruned 0 expired sessions in 0.0 s (0 batches).",
+        "",
     ]
     assert _scratch_session_count(env) == 40
 
