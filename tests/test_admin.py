@@ -13,7 +13,7 @@ from django.contrib.admin.models import CHANGE, DELETION, LogEntry
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
 from django.core.cache import cache
-from django.db import OperationalError, connection
+from django.db import connection
 from django.test import Client, override_settings
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
@@ -23,6 +23,7 @@ from sessions_admin import policy
 from sessions_admin.models import Session
 from tests.factories import SessionFactory, TimeoutConfigFactory
 from tests.server import free_port, redis_reachable
+from tests.test_prune_command import _TableLock
 
 pytestmark = pytest.mark.django_db
 
@@ -773,14 +774,28 @@ def test_expire_action_never_ends_a_session_before_it_began(operator_client, fro
     assert newcomer.expires_at == NOW + timedelta(seconds=2) >= newcomer.last_activity
 
 
-def test_an_action_on_a_locked_or_unreachable_database_is_a_503(operator_client, frozen):
+@pytest.mark.django_db(transaction=True)
+def test_an_action_on_a_locked_database_is_a_503(operator_client, frozen, caplog):
+    # Another connection holds the session table: on SQLite its write transaction
+    # makes the action's BEGIN IMMEDIATE fail at once; on PostgreSQL its table lock
+    # makes the action's queries fail after lock_timeout.
     session = SessionFactory(now=frozen)
-    locked = OperationalError("database is locked")
-    with mock.patch.object(sessions_admin_admin.services, "session_expire_now", side_effect=locked):
+    lock = _TableLock()
+    lock.take()
+    try:
         response = post_action(operator_client, "expire_selected", [session])
+    finally:
+        lock.release()
     assert response.status_code == 503
     assert response["Retry-After"] == "5"
-    assert b"nothing was changed" in response.content
+    assert b"The database is busy or cannot be reached, so nothing was changed." in response.content
+    logged = [r.getMessage() for r in caplog.records if r.name == "sessions_admin.middleware"]
+    assert [message.splitlines()[0] for message in logged] == [
+        f"Database unavailable: {lock.reason.rstrip('.')}"
+    ]
+    session.refresh_from_db()
+    assert session.expires_at == NOW + timedelta(minutes=30)
+    assert not LogEntry.objects.exists()
 
 
 def test_expire_action_with_nothing_active_warns(operator_client, frozen):
