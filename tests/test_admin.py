@@ -22,8 +22,8 @@ from sessions_admin import admin as sessions_admin_admin
 from sessions_admin import policy
 from sessions_admin.models import Session
 from tests.factories import SessionFactory, TimeoutConfigFactory
+from tests.locks import TableLock
 from tests.server import free_port, redis_reachable
-from tests.test_prune_command import _TableLock
 
 pytestmark = pytest.mark.django_db
 
@@ -780,7 +780,7 @@ def test_an_action_on_a_locked_database_is_a_503(operator_client, frozen, caplog
     # makes the action's BEGIN IMMEDIATE fail at once; on PostgreSQL its table lock
     # makes the action's queries fail after lock_timeout.
     session = SessionFactory(now=frozen)
-    lock = _TableLock()
+    lock = TableLock()
     lock.take()
     try:
         response = post_action(operator_client, "expire_selected", [session])

@@ -37,6 +37,7 @@ from sessions_admin.exceptions import SessionExpired, SessionNotFound
 from sessions_admin.models import Session, TimeoutConfig
 from tests.conftest import TtyStringIO
 from tests.factories import TimeoutConfigFactory
+from tests.locks import TableLock, postgres_url_of_test_database
 
 ROOT = Path(__file__).resolve().parent.parent
 NOW = datetime(2026, 11, 27, 10, 0, tzinfo=UTC)
@@ -614,47 +615,10 @@ def test_loop_stopped_while_waiting_for_a_lock_stops_when_the_wait_ends():
     assert _scratch_session_count(env) == 40
 
 
-class _TableLock:
-    """Make the session table unwritable for the test's connection, from another connection.
-
-    On SQLite (the tests' shared in-memory database) another connection's write
-    transaction makes the next ``BEGIN`` fail at once; on PostgreSQL another
-    connection's table lock makes the next ``DELETE`` fail after ``lock_timeout``.
-    """
-
-    reasons = {
-        "sqlite": "database table is locked.",
-        "postgresql": "canceling statement due to lock timeout.",
-    }
-
-    def __init__(self):
-        self.reason = self.reasons[connection.vendor]
-        self.other = None
-
-    def take(self) -> None:
-        if connection.vendor == "sqlite":
-            self.other = sqlite3.connect(connection.settings_dict["NAME"], uri=True, isolation_level=None)
-            self.other.execute("BEGIN IMMEDIATE")
-        else:
-            with connection.cursor() as cursor:
-                cursor.execute("SET lock_timeout = '50ms'")
-            self.other = psycopg.connect(_env_for_test_database()["DATABASE_URL"])
-            self.other.execute(f"LOCK TABLE {Session._meta.db_table} IN ACCESS EXCLUSIVE MODE")
-
-    def release(self) -> None:
-        if self.other is not None:
-            self.other.rollback()
-            self.other.close()
-            self.other = None
-        if connection.vendor == "postgresql":
-            with connection.cursor() as cursor:
-                cursor.execute("RESET lock_timeout")
-
-
 @pytest.fixture
 def table_lock(transactional_db, monkeypatch):
-    """Take a ``_TableLock`` when the pass asks the clock for its second batch."""
-    lock = _TableLock()
+    """Take a ``TableLock`` when the pass asks the clock for its second batch."""
+    lock = TableLock()
     readings = []
 
     def clock():
@@ -942,14 +906,9 @@ def test_two_prune_commands_at_once_report_counts_that_add_up():
 
 def _env_for_test_database() -> dict:
     """The environment for a ``manage.py`` process on the test's PostgreSQL database."""
-    settings = connection.settings_dict
-    url = (
-        f"postgres://{settings['USER']}:{settings['PASSWORD'] or ''}@{settings['HOST'] or '127.0.0.1'}"
-        f":{settings['PORT'] or 5432}/{settings['NAME']}"
-    )
     return {
         **{k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "PYTEST_"))},
-        "DATABASE_URL": url,
+        "DATABASE_URL": postgres_url_of_test_database(),
         "DJANGO_SECRET_KEY": "prune-tests-secret-key",
         "PYTHONUNBUFFERED": "1",
     }
