@@ -27,8 +27,10 @@ keepalive = _keepalive
 
 # Web requests never wait on PostgreSQL longer than this (a lock wait, a
 # runaway query): the statement is cancelled and the request answers 503
-# well before the worker timeout. Read by the Django settings.
-os.environ.setdefault("DATABASE_STATEMENT_TIMEOUT_MS", "10000")
+# well before the worker timeout. Read by the Django settings; set but empty
+# counts as unset.
+if not env_str("DATABASE_STATEMENT_TIMEOUT_MS"):
+    os.environ["DATABASE_STATEMENT_TIMEOUT_MS"] = "10000"
 
 # Load Django once in the master: a configuration error stops start-up at once
 # (instead of workers failing to boot in a loop), and workers share the

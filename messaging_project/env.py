@@ -14,9 +14,11 @@ from contextlib import contextmanager
 from django.core.exceptions import ImproperlyConfigured
 
 _TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off", ""}
+_FALSE = {"0", "false", "no", "off"}
 # ASCII digits only: int() would also accept "1_000" or digits of other scripts.
-_INTEGER = re.compile(r"[+-]?[0-9]{1,18}")
+_INTEGER = re.compile(r"[+-]?[0-9]+")
+# Longer integers are far outside any range a setting accepts.
+_INTEGER_DIGITS = 18
 
 
 @contextmanager
@@ -39,9 +41,9 @@ def env_str(name: str, default: str = "") -> str:
 
 
 def env_bool(name: str, default: bool = False) -> bool:
-    """Return a boolean from ``true/false``, ``1/0``, ``yes/no`` or ``on/off``."""
+    """Return a boolean from ``true/false``, ``1/0``, ``yes/no`` or ``on/off``; empty is the default."""
     raw = os.environ.get(name)
-    if raw is None:
+    if raw is None or raw.strip() == "":
         return default
     value = raw.strip().lower()
     if value in _TRUE:
@@ -53,20 +55,48 @@ def env_bool(name: str, default: bool = False) -> bool:
     )
 
 
-def env_int(name: str, default: int, *, minimum: int | None = None, maximum: int | None = None) -> int:
-    """Return an integer within ``[minimum, maximum]``; anything else is a configuration error."""
+def env_int(
+    name: str,
+    default: int,
+    *,
+    minimum: int | None = None,
+    maximum: int | None = None,
+    minimum_from: str = "",
+    maximum_from: str = "",
+) -> int:
+    """Return an integer within ``[minimum, maximum]``; anything else is a configuration error.
+
+    ``minimum_from`` and ``maximum_from`` name the variables a bound comes
+    from, so that a message points at what the operator actually set.
+    """
     raw = os.environ.get(name)
     if raw is None or raw.strip() == "":
-        value = default
+        value, shown = default, f"{name}={default} (its default)"
     else:
-        if not _INTEGER.fullmatch(raw.strip()):
+        text = raw.strip()
+        if not _INTEGER.fullmatch(text):
             raise ImproperlyConfigured(f"{name}={raw!r} is not an integer.")
-        value = int(raw.strip())
+        if len(text.lstrip("+-")) > _INTEGER_DIGITS:
+            raise ImproperlyConfigured(f"{name}={raw!r} is out of range{_range(minimum, maximum)}.")
+        value = int(text)
+        shown = f"{name}={value}"
     if minimum is not None and value < minimum:
-        raise ImproperlyConfigured(f"{name}={value} is below the minimum of {minimum}.")
+        bound = f"{minimum_from}={minimum}" if minimum_from else f"the minimum of {minimum}"
+        raise ImproperlyConfigured(f"{shown} is below {bound}.")
     if maximum is not None and value > maximum:
-        raise ImproperlyConfigured(f"{name}={value} is above the maximum of {maximum}.")
+        bound = f"{maximum_from}={maximum}" if maximum_from else f"the maximum of {maximum}"
+        raise ImproperlyConfigured(f"{shown} is above {bound}.")
     return value
+
+
+def _range(minimum: int | None, maximum: int | None) -> str:
+    if minimum is not None and maximum is not None:
+        return f" ({minimum} to {maximum})"
+    if maximum is not None:
+        return f" (at most {maximum})"
+    if minimum is not None:
+        return f" (at least {minimum})"
+    return ""
 
 
 def env_list(name: str, default: list[str]) -> list[str]:
@@ -101,13 +131,26 @@ def session_timeout_settings() -> dict[str, int]:
             f"SESSION_MIN_TIMEOUT_MINUTES={min_timeout}."
         )
     default_timeout = env_int(
-        "SESSION_DEFAULT_TIMEOUT_MINUTES", 30, minimum=min_timeout, maximum=max_timeout
+        "SESSION_DEFAULT_TIMEOUT_MINUTES",
+        30,
+        minimum=min_timeout,
+        maximum=max_timeout,
+        minimum_from="SESSION_MIN_TIMEOUT_MINUTES",
+        maximum_from="SESSION_MAX_TIMEOUT_MINUTES",
     )
     max_duration = env_int(
-        "SESSION_MAX_DURATION_MINUTES", 720, minimum=default_timeout, maximum=20160
+        "SESSION_MAX_DURATION_MINUTES",
+        720,
+        minimum=default_timeout,
+        maximum=20160,
+        minimum_from="SESSION_DEFAULT_TIMEOUT_MINUTES",
     )
     warning = env_int(
-        "SESSION_WARNING_THRESHOLD_MINUTES", 5, minimum=1, maximum=default_timeout
+        "SESSION_WARNING_THRESHOLD_MINUTES",
+        5,
+        minimum=1,
+        maximum=default_timeout,
+        maximum_from="SESSION_DEFAULT_TIMEOUT_MINUTES",
     )
     return {
         "MIN_TIMEOUT_MINUTES": min_timeout,
@@ -190,9 +233,29 @@ def env_proxy_ssl_header(name: str) -> tuple[str, str] | None:
     value = env_str(name)
     if not value or value.lower() in _FALSE:
         return None
-    header = value
-    if not header.replace("-", "").isalnum():
+    if value.lower() in _TRUE or not value.replace("-", "").isalnum():
         raise ImproperlyConfigured(
             f"{name}={value!r} must be the name of the header your proxy sets, e.g. X-Forwarded-Proto."
         )
-    return "HTTP_" + header.upper().replace("-", "_"), "https"
+    return "HTTP_" + value.upper().replace("-", "_"), "https"
+
+
+def client_api_key(*, admin_key: str) -> str:
+    """Return the client key, ``SESSIONS_API_KEY`` or its alias ``ELIZA_SERVER_AUTH_TOKEN``.
+
+    Two different values would leave one silently unused, and a client key
+    equal to the admin key would let every client list every session.
+    """
+    key, alias = env_str("SESSIONS_API_KEY"), env_str("ELIZA_SERVER_AUTH_TOKEN")
+    if key and alias and key != alias:
+        raise ImproperlyConfigured(
+            "SESSIONS_API_KEY and ELIZA_SERVER_AUTH_TOKEN are both set, to different keys; "
+            "set one of them."
+        )
+    key = key or alias
+    if key and key == admin_key:
+        raise ImproperlyConfigured(
+            "SESSIONS_API_KEY equals SESSIONS_ADMIN_API_KEY: every client could list every "
+            "session; give the admin a key of its own."
+        )
+    return key

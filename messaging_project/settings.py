@@ -10,6 +10,7 @@ import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
 from messaging_project.env import (
+    client_api_key,
     env_bool,
     env_choice,
     env_int,
@@ -110,6 +111,18 @@ _connect_timeout = env_int("DATABASE_CONNECT_TIMEOUT", 2, minimum=1, maximum=60)
 _statement_timeout_ms = env_int("DATABASE_STATEMENT_TIMEOUT_MS", 0, minimum=0, maximum=86_400_000)
 _conn_max_age = env_int("DATABASE_CONN_MAX_AGE", 60, minimum=0, maximum=3600)
 if _database["ENGINE"] == "django.db.backends.sqlite3":
+    # dj-database-url reads sqlite:// (no path) as an in-memory database: every
+    # process would get its own, empty and gone at exit.
+    if _database.get("NAME") in (None, "", ":memory:"):
+        raise ImproperlyConfigured(
+            f"DATABASE_URL={_database_url!r} names no SQLite file; use sqlite:///path/to/db.sqlite3 "
+            "(an in-memory database would be empty in every process and lost at exit)."
+        )
+    if not Path(_database["NAME"]).parent.is_dir():
+        raise ImproperlyConfigured(
+            f"DATABASE_URL={_database_url!r}: the directory {str(Path(_database['NAME']).parent)!r} "
+            "does not exist."
+        )
     # WAL lets readers run beside the single writer; IMMEDIATE takes the write
     # lock at BEGIN so read-modify-write transactions cannot deadlock.
     _database.setdefault("OPTIONS", {}).update(
@@ -179,7 +192,7 @@ DATA_UPLOAD_MAX_NUMBER_FIELDS = 1_100
 
 # Sessions service configuration.
 SESSIONS_ADMIN_API_KEY = env_str("SESSIONS_ADMIN_API_KEY")
-SESSIONS_API_KEY = env_str("SESSIONS_API_KEY") or env_str("ELIZA_SERVER_AUTH_TOKEN")
+SESSIONS_API_KEY = client_api_key(admin_key=SESSIONS_ADMIN_API_KEY)
 SESSIONS_TIMEOUTS = session_timeout_settings()
 SESSIONS_METADATA_MAX_BYTES = 10 * 1024
 # Health answers 503 once the database is this late (0: wait as long as the

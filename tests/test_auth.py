@@ -178,7 +178,7 @@ def test_no_warning_once_the_client_key_is_set(settings):
     [
         ({"SESSIONS_API_KEY": "primary"}, "primary"),
         ({"ELIZA_SERVER_AUTH_TOKEN": "alias"}, "alias"),
-        ({"SESSIONS_API_KEY": "primary", "ELIZA_SERVER_AUTH_TOKEN": "alias"}, "primary"),
+        ({"SESSIONS_API_KEY": "same", "ELIZA_SERVER_AUTH_TOKEN": "same"}, "same"),
         ({}, ""),
     ],
 )

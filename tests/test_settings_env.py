@@ -2,6 +2,7 @@
 settings they build, and start-up refusing bad values with a message naming the variable."""
 
 import os
+import re
 import runpy
 import subprocess
 import sys
@@ -40,7 +41,6 @@ def test_env_str_strips_and_defaults(monkeypatch):
         ("false", False),
         ("No", False),
         ("off", False),
-        ("", False),
     ],
 )
 def test_env_bool_accepts_the_usual_spellings(monkeypatch, raw, value):
@@ -58,6 +58,14 @@ def test_env_bool_refuses_anything_else(monkeypatch, raw):
 def test_env_bool_default_when_unset(monkeypatch):
     monkeypatch.delenv("SA_TEST_FLAG", raising=False)
     assert env.env_bool("SA_TEST_FLAG", True) is True
+
+
+@pytest.mark.parametrize("raw", ["", "  "])
+@pytest.mark.parametrize("default", [True, False])
+def test_env_bool_set_but_empty_is_the_default(monkeypatch, raw, default):
+    # As for integers: an empty line in an env file means "not set", not "false".
+    monkeypatch.setenv("SA_TEST_FLAG", raw)
+    assert env.env_bool("SA_TEST_FLAG", default) is default
     assert env.env_bool("SA_TEST_FLAG", False) is False
 
 
@@ -166,19 +174,19 @@ def test_timeouts_can_be_configured(session_env):
         ),
         (
             {"SESSION_DEFAULT_TIMEOUT_MINUTES": "0"},
-            "SESSION_DEFAULT_TIMEOUT_MINUTES=0 is below the minimum of 5.",
+            "SESSION_DEFAULT_TIMEOUT_MINUTES=0 is below SESSION_MIN_TIMEOUT_MINUTES=5.",
         ),
         (
             {"SESSION_DEFAULT_TIMEOUT_MINUTES": "4"},
-            "SESSION_DEFAULT_TIMEOUT_MINUTES=4 is below the minimum of 5.",
+            "SESSION_DEFAULT_TIMEOUT_MINUTES=4 is below SESSION_MIN_TIMEOUT_MINUTES=5.",
         ),
         (
             {"SESSION_DEFAULT_TIMEOUT_MINUTES": "1441"},
-            "SESSION_DEFAULT_TIMEOUT_MINUTES=1441 is above the maximum of 1440.",
+            "SESSION_DEFAULT_TIMEOUT_MINUTES=1441 is above SESSION_MAX_TIMEOUT_MINUTES=1440.",
         ),
         (
             {"SESSION_WARNING_THRESHOLD_MINUTES": "31"},
-            "SESSION_WARNING_THRESHOLD_MINUTES=31 is above the maximum of 30.",
+            "SESSION_WARNING_THRESHOLD_MINUTES=31 is above SESSION_DEFAULT_TIMEOUT_MINUTES=30.",
         ),
         (
             {"SESSION_WARNING_THRESHOLD_MINUTES": "0"},
@@ -186,7 +194,7 @@ def test_timeouts_can_be_configured(session_env):
         ),
         (
             {"SESSION_MAX_DURATION_MINUTES": "29"},
-            "SESSION_MAX_DURATION_MINUTES=29 is below the minimum of 30.",
+            "SESSION_MAX_DURATION_MINUTES=29 is below SESSION_DEFAULT_TIMEOUT_MINUTES=30.",
         ),
         (
             {"SESSION_MAX_DURATION_MINUTES": "20161"},
@@ -202,11 +210,11 @@ def test_timeouts_can_be_configured(session_env):
         ),
         (
             {"SESSION_MIN_TIMEOUT_MINUTES": "100"},
-            "SESSION_DEFAULT_TIMEOUT_MINUTES=30 is below the minimum of 100.",
+            "SESSION_DEFAULT_TIMEOUT_MINUTES=30 (its default) is below SESSION_MIN_TIMEOUT_MINUTES=100.",
         ),
         (
             {"SESSION_DEFAULT_TIMEOUT_MINUTES": "10", "SESSION_WARNING_THRESHOLD_MINUTES": "11"},
-            "SESSION_WARNING_THRESHOLD_MINUTES=11 is above the maximum of 10.",
+            "SESSION_WARNING_THRESHOLD_MINUTES=11 is above SESSION_DEFAULT_TIMEOUT_MINUTES=10.",
         ),
     ],
 )
@@ -285,8 +293,40 @@ def test_hosts_origins_and_keys(clean_env):
     assert config["SESSIONS_ADMIN_API_KEY"] == "admin-key"
     assert config["SESSIONS_API_KEY"] == "eliza-token"
 
-    clean_env.setenv("SESSIONS_API_KEY", "client-key")
-    assert load_settings()["SESSIONS_API_KEY"] == "client-key"
+    clean_env.setenv("SESSIONS_API_KEY", "eliza-token")  # the same key twice is fine
+    assert load_settings()["SESSIONS_API_KEY"] == "eliza-token"
+
+
+@pytest.mark.parametrize(
+    ("keys", "message"),
+    [
+        (
+            {"SESSIONS_API_KEY": "same-key", "SESSIONS_ADMIN_API_KEY": "same-key"},
+            "SESSIONS_API_KEY equals SESSIONS_ADMIN_API_KEY: every client could list every session",
+        ),
+        (
+            {"ELIZA_SERVER_AUTH_TOKEN": "same-key", "SESSIONS_ADMIN_API_KEY": "same-key"},
+            "SESSIONS_API_KEY equals SESSIONS_ADMIN_API_KEY",
+        ),
+        (
+            {"SESSIONS_API_KEY": "one", "ELIZA_SERVER_AUTH_TOKEN": "another"},
+            "SESSIONS_API_KEY and ELIZA_SERVER_AUTH_TOKEN are both set, to different keys",
+        ),
+    ],
+)
+def test_keys_that_contradict_each_other_are_refused(clean_env, keys, message):
+    for name, value in keys.items():
+        clean_env.setenv(name, value)
+    with pytest.raises(ImproperlyConfigured, match=re.escape(message)):
+        load_settings()
+
+
+def test_the_proxy_header_may_be_switched_off_explicitly(clean_env):
+    for off in ("", "off", "false", "0"):
+        clean_env.setenv("DJANGO_SECURE_PROXY_SSL_HEADER", off)
+        assert load_settings()["SECURE_PROXY_SSL_HEADER"] is None
+    clean_env.setenv("DJANGO_SECURE_PROXY_SSL_HEADER", "X-Forwarded-Proto")
+    assert load_settings()["SECURE_PROXY_SSL_HEADER"] == ("HTTP_X_FORWARDED_PROTO", "https")
 
 
 def test_log_level(clean_env):
@@ -326,6 +366,22 @@ def test_log_level(clean_env):
             "SESSIONS_ADMIN_SUMMARY_CACHE_SECONDS=3601 is above the maximum of 3600.",
         ),
         ("SESSIONS_ADMIN_SUMMARY_CACHE_SECONDS", "ten", "SESSIONS_ADMIN_SUMMARY_CACHE_SECONDS='ten'"),
+        (
+            "SESSIONS_ADMIN_SUMMARY_CACHE_SECONDS",
+            "99999999999999999999",
+            "SESSIONS_ADMIN_SUMMARY_CACHE_SECONDS='99999999999999999999' is out of range (0 to 3600).",
+        ),
+        ("DATABASE_URL", "sqlite://", "DATABASE_URL='sqlite://' names no SQLite file"),
+        (
+            "DATABASE_URL",
+            "sqlite:////no/such/directory/db.sqlite3",
+            "the directory '/no/such/directory' does not exist.",
+        ),
+        (
+            "DJANGO_SECURE_PROXY_SSL_HEADER",
+            "true",
+            "DJANGO_SECURE_PROXY_SSL_HEADER='true' must be the name of the header your proxy sets",
+        ),
     ],
 )
 def test_bad_settings_are_refused_in_process(clean_env, name, value, message):
@@ -391,15 +447,15 @@ def assert_refused(result, message, *, exit_status=1):
         ),
         (
             {"SESSION_DEFAULT_TIMEOUT_MINUTES": "0"},
-            "SESSION_DEFAULT_TIMEOUT_MINUTES=0 is below the minimum of 5.",
+            "SESSION_DEFAULT_TIMEOUT_MINUTES=0 is below SESSION_MIN_TIMEOUT_MINUTES=5.",
         ),
         (
             {"SESSION_DEFAULT_TIMEOUT_MINUTES": "2000"},
-            "SESSION_DEFAULT_TIMEOUT_MINUTES=2000 is above the maximum of 1440.",
+            "SESSION_DEFAULT_TIMEOUT_MINUTES=2000 is above SESSION_MAX_TIMEOUT_MINUTES=1440.",
         ),
         (
             {"SESSION_WARNING_THRESHOLD_MINUTES": "45"},
-            "SESSION_WARNING_THRESHOLD_MINUTES=45 is above the maximum of 30.",
+            "SESSION_WARNING_THRESHOLD_MINUTES=45 is above SESSION_DEFAULT_TIMEOUT_MINUTES=30.",
         ),
         ({"DJANGO_DEBUG": "maybe"}, "DJANGO_DEBUG='maybe' is not a boolean"),
         ({"DATABASE_URL": "nonsense"}, "DATABASE_URL is not a valid database URL"),
@@ -484,6 +540,27 @@ def gunicorn_bind(tmp_path, **variables) -> str:
     binds = [line for line in result.stdout.splitlines() if line.split(" ", 1)[0] == "bind"]
     assert len(binds) == 1, result.stdout
     return binds[0].split("=", 1)[1].strip()
+
+
+@pytest.mark.parametrize("raw", [None, "", "  "])
+def test_gunicorn_sets_a_statement_timeout_unless_one_is_given(monkeypatch, raw):
+    """10 s for the web server when the variable is unset or empty (empty is not "no limit")."""
+    monkeypatch.delenv("DATABASE_STATEMENT_TIMEOUT_MS", raising=False)
+    if raw is not None:
+        monkeypatch.setenv("DATABASE_STATEMENT_TIMEOUT_MS", raw)
+    runpy.run_path(str(ROOT / "gunicorn.conf.py"))
+    assert os.environ["DATABASE_STATEMENT_TIMEOUT_MS"] == "10000"
+    monkeypatch.setenv("DATABASE_STATEMENT_TIMEOUT_MS", "2500")
+    runpy.run_path(str(ROOT / "gunicorn.conf.py"))
+    assert os.environ["DATABASE_STATEMENT_TIMEOUT_MS"] == "2500"
+
+
+def test_gunicorn_preloads_when_the_variable_is_empty(tmp_path):
+    result = run(PRINT_CONFIG, tmp_path, GUNICORN_PRELOAD="")
+    assert result.returncode == 0, result.stdout + result.stderr
+    printed = dict(line.split("=", 1) for line in result.stdout.splitlines() if "=" in line)
+    settings = {name.strip(): value.strip() for name, value in printed.items()}
+    assert settings["preload_app"] == "True", result.stdout
 
 
 def test_gunicorn_serves_on_port_3000_by_default(tmp_path):
