@@ -44,11 +44,20 @@ if not ALLOWED_HOSTS and not DEBUG:
         "DJANGO_ALLOWED_HOSTS is empty: name the host names the server answers to "
         "(comma-separated), or unset it for localhost."
     )
+for _host in ALLOWED_HOSTS:
+    # A URL or a blank inside a name can never match a Host header.
+    if "/" in _host or any(character.isspace() for character in _host):
+        raise ImproperlyConfigured(
+            f"DJANGO_ALLOWED_HOSTS: {_host[:100]!r} is not a host name; "
+            "write sessions.example.com, not https://sessions.example.com/."
+        )
 CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", [])
 for _origin in CSRF_TRUSTED_ORIGINS:
-    if not _origin.startswith(("https://", "http://")):
+    _scheme, _, _origin_host = _origin.partition("://")
+    if _scheme not in ("https", "http") or not _origin_host.strip("/"):
         raise ImproperlyConfigured(
-            f"DJANGO_CSRF_TRUSTED_ORIGINS: {_origin[:100]!r} must start with https:// or http://."
+            f"DJANGO_CSRF_TRUSTED_ORIGINS: {_origin[:100]!r} must be https:// or http:// "
+            "followed by a host name."
         )
 
 INSTALLED_APPS = [

@@ -354,7 +354,23 @@ def test_log_level(clean_env):
         (
             "DJANGO_CSRF_TRUSTED_ORIGINS",
             "https://ok.example,sessions.example.com",
-            "DJANGO_CSRF_TRUSTED_ORIGINS: 'sessions.example.com' must start with https:// or http://.",
+            "DJANGO_CSRF_TRUSTED_ORIGINS: 'sessions.example.com' must be https:// or http:// "
+            "followed by a host name.",
+        ),
+        (
+            "DJANGO_CSRF_TRUSTED_ORIGINS",
+            "https://",
+            "DJANGO_CSRF_TRUSTED_ORIGINS: 'https://' must be https:// or http:// followed by a host",
+        ),
+        (
+            "DJANGO_ALLOWED_HOSTS",
+            "sessions.example, https://api.example/",
+            "DJANGO_ALLOWED_HOSTS: 'https://api.example/' is not a host name",
+        ),
+        (
+            "DJANGO_ALLOWED_HOSTS",
+            "sessions.example api.example",
+            "DJANGO_ALLOWED_HOSTS: 'sessions.example api.example' is not a host name",
         ),
         ("DJANGO_LOG_LEVEL", "verbose", "DJANGO_LOG_LEVEL='verbose' is not one of DEBUG"),
         ("SESSION_DEFAULT_TIMEOUT_MINUTES", "abc", "SESSION_DEFAULT_TIMEOUT_MINUTES='abc'"),
