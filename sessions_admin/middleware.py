@@ -24,6 +24,17 @@ ADMIN_DATABASE_UNAVAILABLE = (
 )
 
 API_PREFIX = "/api/"
+
+
+def _is_api(request) -> bool:
+    """Whether the request is for the API, ``//api/...`` included.
+
+    A client that joins a base URL ending in ``/`` with a path starting with
+    one asks for ``//api/...``: a 404 still, but in the envelope it can read.
+    """
+    return ("/" + request.path.lstrip("/")).startswith(API_PREFIX)
+
+
 # A refused body is read and dropped up to this size, for at most this long,
 # before the 413 goes out: closing a socket with unread data makes the kernel
 # reset the connection, and the client, still sending, never sees the 413.
@@ -68,7 +79,7 @@ class ApiErrorMiddleware:
         self.get_response = get_response
 
     def __call__(self, request):
-        if not request.path.startswith(API_PREFIX):
+        if not _is_api(request):
             return self.get_response(request)
         too_large = self._check_body_size(request)
         if too_large is not None:
@@ -133,7 +144,7 @@ class ApiErrorMiddleware:
         return error_json_response(response.status_code, message)
 
     def process_exception(self, request, exception):
-        api = request.path.startswith(API_PREFIX)
+        api = _is_api(request)
         if isinstance(exception, (OperationalError, InterfaceError)):
             # Everywhere, the admin too: a database that is locked (SQLite, past
             # its busy timeout) or unreachable is a 503 to retry, not a 500.

@@ -89,3 +89,20 @@ def test_a_host_not_allowed_is_a_400_logged_on_one_line(running):
     log = running.output(tail=None)
     assert "Invalid HTTP_HOST header: 'scanner.example'" in log
     assert "Traceback" not in log, log[-2000:]
+
+
+@pytest.mark.parametrize(
+    "path", [f"/{BASE}", f"/{BASE}/health", f"//{BASE}/00000000-0000-0000-0000-000000000000"]
+)
+def test_a_doubled_leading_slash_is_a_404_envelope(running, path):
+    """What a client gets that joins a base URL ending in / with a path starting with one."""
+    connection = http.client.HTTPConnection("127.0.0.1", running.port, timeout=10)
+    try:
+        connection.request("GET", path)
+        response = connection.getresponse()
+        answer = json.loads(response.read())
+    finally:
+        connection.close()
+    assert response.status == 404, answer
+    assert answer["error"]["code"] == "NOT_FOUND"
+    assert answer["error"]["message"] == f"No route matches GET {path}"
