@@ -2,13 +2,19 @@
 
 import os
 
-from messaging_project.env import env_bool, env_int, env_str, stop_on_bad_configuration
+from messaging_project.env import (
+    env_bool,
+    env_host,
+    env_int,
+    env_str,
+    stop_on_bad_configuration,
+)
 
 # Every variable is read and checked first: a bad value stops start-up with
 # one line naming it.
 with stop_on_bad_configuration():
     _port = env_int("PORT", 3000, minimum=1, maximum=65535)
-    _host = env_str("HOST", "127.0.0.1") or "127.0.0.1"
+    _host = env_host("HOST", "127.0.0.1")
     _workers = env_int("WEB_CONCURRENCY", 2 * (os.cpu_count() or 1) + 1, minimum=1, maximum=64)
     _threads = env_int("GUNICORN_THREADS", 1, minimum=1, maximum=64)
     _timeout = env_int("GUNICORN_TIMEOUT", 30, minimum=1, maximum=3600)

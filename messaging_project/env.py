@@ -99,6 +99,27 @@ def _range(minimum: int | None, maximum: int | None) -> str:
     return ""
 
 
+def env_host(name: str, default: str) -> str:
+    """Return an address to listen on (``127.0.0.1``, ``0.0.0.0``, ``::1``, a host name)."""
+    import ipaddress
+    import socket
+
+    value = env_str(name) or default
+    try:
+        ipaddress.ip_address(value)
+        return value
+    except ValueError:
+        pass
+    hint = "an address such as 127.0.0.1, 0.0.0.0 or ::1"
+    if ":" in value or "/" in value:
+        raise ImproperlyConfigured(f"{name}={value!r} must be {hint} (the port goes in PORT).")
+    try:
+        socket.getaddrinfo(value, None)
+    except (OSError, UnicodeError):
+        raise ImproperlyConfigured(f"{name}={value!r} does not resolve; use {hint}.") from None
+    return value
+
+
 def env_list(name: str, default: list[str]) -> list[str]:
     """Return a comma-separated list, blanks dropped."""
     raw = os.environ.get(name)

@@ -528,6 +528,9 @@ GUNICORN = [
         ({"PORT": "70000"}, "PORT=70000 is above the maximum of 65535."),
         ({"WEB_CONCURRENCY": "0"}, "WEB_CONCURRENCY=0 is below the minimum of 1."),
         ({"GUNICORN_PRELOAD": "maybe"}, "GUNICORN_PRELOAD='maybe' is not a boolean"),
+        ({"HOST": "127.0.0.1:3492"}, "HOST='127.0.0.1:3492' must be an address such as 127.0.0.1"),
+        ({"HOST": "http://127.0.0.1"}, "(the port goes in PORT)."),
+        ({"HOST": "no-such-host.invalid"}, "HOST='no-such-host.invalid' does not resolve"),
     ],
 )
 def test_gunicorn_refuses_bad_values(tmp_path, variables, message):
@@ -590,6 +593,8 @@ def test_gunicorn_serves_on_port_3000_by_default(tmp_path):
         ({"PORT": "8123"}, "['127.0.0.1:8123']"),
         ({"PORT": "8123", "HOST": "0.0.0.0"}, "['0.0.0.0:8123']"),
         ({"HOST": "::1"}, "['[::1]:3000']"),
+        ({"HOST": "localhost"}, "['localhost:3000']"),
+        ({"HOST": ""}, "['127.0.0.1:3000']"),
     ],
 )
 def test_gunicorn_port_and_host_come_from_the_environment(tmp_path, variables, bind):
