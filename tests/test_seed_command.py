@@ -1,9 +1,13 @@
 """``manage.py seed_sessions``: exact counts, realistic and valid rows, options, output."""
 
 import json
+import os
 import re
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from io import StringIO
+from pathlib import Path
 
 import pytest
 from django.core.management import CommandError, call_command
@@ -15,6 +19,7 @@ from tests.conftest import TtyStringIO
 
 pytestmark = pytest.mark.django_db
 
+ROOT = Path(__file__).resolve().parent.parent
 NOW = datetime(2026, 3, 14, 15, 9, 26, 535_897, tzinfo=UTC)
 SUMMARY = re.compile(
     r"^Seeded (?P<count>[\d,]+) sessions \((?P<expired>[\d,]+) expired\) in \d+\.\d s\.\n$"
@@ -209,7 +214,11 @@ def test_verbosity_zero_prints_nothing(frozen):
         ),
         (
             ["--count", "10", "--expired-fraction", "abc"],
-            "--expired-fraction must be a number between 0 and 1, not 'abc'.",
+            "argument --expired-fraction: must be a number between 0 and 1, not 'abc'.",
+        ),
+        (
+            ["--count", "10", "--expired-fraction", ""],
+            "argument --expired-fraction: must be a number between 0 and 1, not ''.",
         ),
         (["--count", "10", "--agents", "0"], "--agents must be at least 1, not 0."),
         (["--count", "10", "--users", "-1"], "--users must be at least 1, not -1."),
@@ -236,6 +245,36 @@ def test_service_rejects_bad_values():
     with pytest.raises(ValueError):
         seeding.session_seed(count=5, now=NOW, batch_size=0)
     assert Session.objects.count() == 0
+
+
+def _manage(*args: str, database_url: str) -> subprocess.CompletedProcess:
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "PYTEST_"))},
+        "DATABASE_URL": database_url,
+        "DJANGO_SECRET_KEY": "seed-tests-secret-key",
+    }
+    return subprocess.run(
+        [sys.executable, "manage.py", "seed_sessions", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.mark.parametrize("raw", ["abc", ""])
+def test_unparsable_fraction_is_a_usage_error_on_the_command_line(tmp_path, raw):
+    done = _manage(
+        "--count", "10", "--expired-fraction", raw, database_url=f"sqlite:///{tmp_path}/db.sqlite3"
+    )
+
+    assert done.returncode == 2 and done.stdout == ""
+    assert "Traceback" not in done.stderr
+    assert done.stderr.splitlines()[-1] == (
+        "manage.py seed_sessions: error: argument --expired-fraction: "
+        f"must be a number between 0 and 1, not {raw!r}."
+    )
 
 
 def _plain_indexes():

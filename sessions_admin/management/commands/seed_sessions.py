@@ -1,5 +1,6 @@
 """``manage.py seed_sessions``: insert realistic demo sessions in bulk."""
 
+import argparse
 import time
 
 from django.core.management.base import BaseCommand, CommandError
@@ -10,11 +11,13 @@ PROGRESS_WIDTH = 30
 
 
 def _fraction(raw: str) -> float:
+    # ArgumentTypeError, not CommandError: argparse reports it as a usage error
+    # (exit status 2) where a CommandError would escape as a traceback.
     try:
         return float(raw)
     except ValueError:
-        raise CommandError(
-            f"--expired-fraction must be a number between 0 and 1, not {raw!r}."
+        raise argparse.ArgumentTypeError(
+            f"must be a number between 0 and 1, not {raw!r}."
         ) from None
 
 
