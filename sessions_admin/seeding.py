@@ -11,7 +11,7 @@ min(lastActivity + timeout, cap)``; a session never renewed expires at
 import json
 import random
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -23,6 +23,11 @@ from sessions_admin.models import Session, TimeoutConfig
 
 DEFAULT_EXPIRED_FRACTION = 0.2
 DEFAULT_BATCH_SIZE = 5000
+# Ten times the benchmarks' million rows: minutes of loading and a few GB on
+# disk, while the load holds its lock on the table. Beyond that is a typo.
+MAX_COUNT = 10_000_000
+# A batch is held in memory (as model instances on SQLite); larger ones save nothing.
+MAX_BATCH_SIZE = 100_000
 MAX_DEFAULT_AGENTS = 20
 MAX_DEFAULT_USERS = 10_000
 
@@ -104,12 +109,49 @@ def _uuid4_hex(bits: int) -> str:
     return f"{bits:032x}"
 
 
+UUID4_RANDOM_BITS = 122
+_RANDOM_MASK = (1 << UUID4_RANDOM_BITS) - 1
+
+
+class DerivedIds(Sequence[str]):
+    """``length`` distinct, random-looking version-4 UUIDs (32 hex digits), made from their index.
+
+    Nothing is stored: ten million users cost no more memory than one. Each id
+    is a bijection of its index over the 122 random bits of a UUID4 (add, then
+    rounds of xor-shift and odd multiplication, all invertible), keyed by ``rng``.
+    """
+
+    def __init__(self, length: int, rng: random.Random):
+        self._length = length
+        self._offset = rng.getrandbits(UUID4_RANDOM_BITS)
+        self._multipliers = tuple(rng.getrandbits(UUID4_RANDOM_BITS) | 1 for _ in range(2))
+
+    def __len__(self) -> int:
+        return self._length
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(self._length))]
+        if index < 0:
+            index += self._length
+        if not 0 <= index < self._length:
+            raise IndexError("id index out of range")
+        bits = (index + self._offset) & _RANDOM_MASK
+        for multiplier in self._multipliers:
+            bits ^= bits >> 61
+            bits = (bits * multiplier) & _RANDOM_MASK
+        bits ^= bits >> 61
+        # Around the version (4) and variant (0b10) bits, which stay fixed.
+        low, middle, high = bits & ((1 << 62) - 1), (bits >> 62) & 0xFFF, bits >> 74
+        return f"{high << 80 | 0x4 << 76 | middle << 64 | 0b10 << 62 | low:032x}"
+
+
 def _session_offsets(
     *,
     count: int,
     expired: int,
-    agent_ids: list[str],
-    user_ids: list[str],
+    agent_ids: Sequence[str],
+    user_ids: Sequence[str],
     configs: list[tuple[int, policy.Timeout]],
     rng: random.Random,
 ) -> Iterator[tuple]:
@@ -306,14 +348,16 @@ def session_seed(
     batch. PostgreSQL streams the rows with ``COPY``; other databases use
     ``bulk_create``.
     """
-    if count < 1:
-        raise ValueError("count must be at least 1")
+    if not 1 <= count <= MAX_COUNT:
+        raise ValueError(f"count must be between 1 and {MAX_COUNT}")
     if not 0 <= expired_fraction <= 1:
         raise ValueError("expired_fraction must be between 0 and 1")
     agents = default_agents(count) if agents is None else agents
     users = default_users(count) if users is None else users
-    if agents < 1 or users < 1 or batch_size < 1:
-        raise ValueError("agents, users and batch_size must be at least 1")
+    if not (1 <= agents <= count and 1 <= users <= count):
+        raise ValueError("agents and users must be between 1 and count")
+    if not 1 <= batch_size <= MAX_BATCH_SIZE:
+        raise ValueError(f"batch_size must be between 1 and {MAX_BATCH_SIZE}")
     rng = rng or random.Random()
     expired = expired_count_for(count, expired_fraction)
     with transaction.atomic():
@@ -325,8 +369,8 @@ def session_seed(
         rows = _session_offsets(
             count=count,
             expired=expired,
-            agent_ids=[uuid.uuid4().hex for _ in range(agents)],
-            user_ids=[uuid.uuid4().hex for _ in range(users)],
+            agent_ids=DerivedIds(agents, rng),
+            user_ids=DerivedIds(users, rng),
             configs=configs,
             rng=rng,
         )

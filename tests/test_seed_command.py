@@ -2,9 +2,12 @@
 
 import json
 import os
+import random
 import re
 import subprocess
 import sys
+import tracemalloc
+import uuid
 from datetime import UTC, datetime, timedelta
 from io import StringIO
 from pathlib import Path
@@ -198,8 +201,13 @@ def test_verbosity_zero_prints_nothing(frozen):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--count", "0"], "--count must be at least 1, not 0."),
-        (["--count", "-5"], "--count must be at least 1, not -5."),
+        (["--count", "0"], "--count must be between 1 and 10,000,000, not 0."),
+        (["--count", "-5"], "--count must be between 1 and 10,000,000, not -5."),
+        (["--count", "10000001"], "--count must be between 1 and 10,000,000, not 10000001."),
+        (
+            ["--count", "99999999999999999999", "--users", "99999999999999999999"],
+            "--count must be between 1 and 10,000,000, not 99999999999999999999.",
+        ),
         (
             ["--count", "10", "--expired-fraction", "-0.1"],
             "--expired-fraction must be between 0 and 1, not -0.1.",
@@ -224,7 +232,14 @@ def test_verbosity_zero_prints_nothing(frozen):
         (["--count", "10", "--users", "-1"], "--users must be at least 1, not -1."),
         (["--count", "10", "--agents", "11"], "--agents (11) cannot exceed --count (10)"),
         (["--count", "10", "--users", "20"], "--users (20) cannot exceed --count (10)"),
-        (["--count", "10", "--batch-size", "0"], "--batch-size must be at least 1, not 0."),
+        (
+            ["--count", "10", "--batch-size", "0"],
+            "--batch-size must be between 1 and 100,000, not 0.",
+        ),
+        (
+            ["--count", "10", "--batch-size", "100001"],
+            "--batch-size must be between 1 and 100,000, not 100001.",
+        ),
         (["--count", "ten"], "invalid int value: 'ten'"),
         ([], "the following arguments are required: --count"),
     ],
@@ -244,7 +259,37 @@ def test_service_rejects_bad_values():
         seeding.session_seed(count=5, now=NOW, expired_fraction=2)
     with pytest.raises(ValueError):
         seeding.session_seed(count=5, now=NOW, batch_size=0)
+    with pytest.raises(ValueError):
+        seeding.session_seed(count=seeding.MAX_COUNT + 1, now=NOW)
+    with pytest.raises(ValueError):
+        seeding.session_seed(count=5, now=NOW, users=6)
+    with pytest.raises(ValueError):
+        seeding.session_seed(count=5, now=NOW, batch_size=seeding.MAX_BATCH_SIZE + 1)
     assert Session.objects.count() == 0
+
+
+def test_ids_are_distinct_uuid4_and_cost_no_memory():
+    tracemalloc.start()
+    try:
+        ids = seeding.DerivedIds(seeding.MAX_COUNT, random.Random(7))
+        sample = [ids[i] for i in range(20_000)] + [ids[-i] for i in range(1, 20_001)]
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+    # The sample itself is about 4 MB; ten million stored ids would be about 1 GB.
+    assert peak < 8_000_000
+    assert len(ids) == seeding.MAX_COUNT
+    assert len(set(sample)) == len(sample) == 40_000
+    for hex_id in sample[:100] + sample[-100:]:
+        parsed = uuid.UUID(hex_id)
+        assert parsed.hex == hex_id
+        assert (parsed.version, parsed.variant) == (4, uuid.RFC_4122)
+    # Keyed by the generator: another run gets other ids, the same seed the same ones.
+    assert seeding.DerivedIds(5, random.Random(7))[:] == ids[:5]
+    assert set(seeding.DerivedIds(5, random.Random(8))).isdisjoint(ids[:5])
+    with pytest.raises(IndexError):
+        ids[seeding.MAX_COUNT]
 
 
 def _manage(*args: str, database_url: str) -> subprocess.CompletedProcess:

@@ -30,7 +30,10 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument(
-            "--count", type=int, required=True, help="Number of sessions to create."
+            "--count",
+            type=int,
+            required=True,
+            help=f"Number of sessions to create, 1 to {seeding.MAX_COUNT:,}.",
         )
         parser.add_argument(
             "--expired-fraction",
@@ -41,20 +44,21 @@ class Command(BaseCommand):
         parser.add_argument(
             "--agents",
             type=int,
-            help=f"Number of distinct agents (default: {seeding.MAX_DEFAULT_AGENTS}, "
-            "or COUNT if smaller).",
+            help=f"Number of distinct agents, at most COUNT (default: "
+            f"{seeding.MAX_DEFAULT_AGENTS}, or COUNT if smaller).",
         )
         parser.add_argument(
             "--users",
             type=int,
-            help=f"Number of distinct users (default: COUNT/10, between 1 and "
+            help=f"Number of distinct users, at most COUNT (default: COUNT/10, between 1 and "
             f"{seeding.MAX_DEFAULT_USERS:,}).",
         )
         parser.add_argument(
             "--batch-size",
             type=int,
             default=seeding.DEFAULT_BATCH_SIZE,
-            help=f"Rows per batch (default {seeding.DEFAULT_BATCH_SIZE}).",
+            help=f"Rows per batch, 1 to {seeding.MAX_BATCH_SIZE:,} "
+            f"(default {seeding.DEFAULT_BATCH_SIZE}).",
         )
 
     def handle(
@@ -84,8 +88,8 @@ class Command(BaseCommand):
             )
 
     def _validate(self, count, expired_fraction, agents, users, batch_size):
-        if count < 1:
-            raise CommandError(f"--count must be at least 1, not {count}.")
+        if not 1 <= count <= seeding.MAX_COUNT:
+            raise CommandError(f"--count must be between 1 and {seeding.MAX_COUNT:,}, not {count}.")
         if not 0 <= expired_fraction <= 1:
             raise CommandError(
                 f"--expired-fraction must be between 0 and 1, not {expired_fraction}."
@@ -100,8 +104,10 @@ class Command(BaseCommand):
                     f"{option} ({value:,}) cannot exceed --count ({count:,}): "
                     "every agent and user gets at least one session."
                 )
-        if batch_size < 1:
-            raise CommandError(f"--batch-size must be at least 1, not {batch_size}.")
+        if not 1 <= batch_size <= seeding.MAX_BATCH_SIZE:
+            raise CommandError(
+                f"--batch-size must be between 1 and {seeding.MAX_BATCH_SIZE:,}, not {batch_size}."
+            )
 
     def _progress(self, done: int, count: int) -> None:
         filled = PROGRESS_WIDTH * done // count
