@@ -342,6 +342,8 @@ def session_seed(
 ) -> SeedResult:
     """Insert exactly ``count`` demo sessions as seen at ``now``, in one transaction.
 
+    All or nothing: a database error at any step rolls the whole load back.
+
     ``expired_fraction`` of them (rounded) are expired; the rest are active,
     some within their warning threshold. ``agents`` and ``users`` distinct ids
     are spread over the sessions. ``on_progress(done)`` is called after each
@@ -376,8 +378,10 @@ def session_seed(
         )
         insert = _copy_postgresql if connection.vendor == "postgresql" else _bulk_create
         insert(_batches(rows, batch_size), count=count, now=now, on_progress=on_progress)
-    if connection.vendor == "postgresql":
-        # Fresh planner statistics, so the list's index choices fit the new data.
-        with connection.cursor() as cursor:
-            cursor.execute(f"ANALYZE {connection.ops.quote_name(Session._meta.db_table)}")
+        if connection.vendor == "postgresql":
+            # Fresh planner statistics, so the list's index choices fit the new data.
+            # Inside the transaction (ANALYZE counts its own uncommitted rows), so
+            # that an error at any step leaves nothing behind.
+            with connection.cursor() as cursor:
+                cursor.execute(f"ANALYZE {connection.ops.quote_name(Session._meta.db_table)}")
     return SeedResult(created=count, expired=expired)

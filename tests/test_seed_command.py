@@ -1,9 +1,11 @@
 """``manage.py seed_sessions``: exact counts, realistic and valid rows, options, output."""
 
+import itertools
 import json
 import os
 import random
 import re
+import socket
 import subprocess
 import sys
 import tracemalloc
@@ -14,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from django.core.management import CommandError, call_command
-from django.db import connection
+from django.db import OperationalError, connection
 
 from sessions_admin import policy, seeding
 from sessions_admin.models import Session, TimeoutConfig
@@ -292,6 +294,47 @@ def test_ids_are_distinct_uuid4_and_cost_no_memory():
         ids[seeding.MAX_COUNT]
 
 
+def _fail_after_first_batch(monkeypatch, message):
+    batches = seeding._batches
+
+    def failing(rows, size):
+        yield from itertools.islice(batches(rows, size), 1)
+        raise OperationalError(message)
+
+    monkeypatch.setattr(seeding, "_batches", failing)
+
+
+def test_database_error_is_one_line_and_keeps_nothing(frozen, monkeypatch):
+    _fail_after_first_batch(monkeypatch, "disk I/O error\nCONTEXT: the rest")
+    out = TtyStringIO()
+
+    with pytest.raises(CommandError) as excinfo:
+        seed("--count", "100", "--batch-size", "30", stdout=out)
+
+    assert str(excinfo.value) == "Seeding failed: disk I/O error. No session was kept."
+    # The progress line drawn before the error is ended, so the error starts a line.
+    assert re.fullmatch(r"\r\[[#-]{30}\] +30% 30/100\n", out.getvalue()), out.getvalue()
+    assert Session.objects.count() == 0
+    assert TimeoutConfig.objects.count() == 0
+
+
+@pytest.mark.postgres
+def test_error_in_the_final_analyze_keeps_nothing(frozen):
+    def analyze_fails(execute, sql, params, many, context):
+        if sql.startswith("ANALYZE"):
+            raise OperationalError("canceling statement due to statement timeout")
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(analyze_fails):
+        with pytest.raises(CommandError) as excinfo:
+            seed("--count", "50")
+
+    assert str(excinfo.value) == (
+        "Seeding failed: canceling statement due to statement timeout. No session was kept."
+    )
+    assert Session.objects.count() == 0
+
+
 def _manage(*args: str, database_url: str) -> subprocess.CompletedProcess:
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "PYTEST_"))},
@@ -306,6 +349,20 @@ def _manage(*args: str, database_url: str) -> subprocess.CompletedProcess:
         text=True,
         timeout=60,
     )
+
+
+def test_unreachable_database_is_one_line():
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))  # bound, never listening: connections are refused
+        port = closed.getsockname()[1]
+        done = _manage("--count", "10", database_url=f"postgres://postgres@127.0.0.1:{port}/x")
+
+    assert done.returncode == 1 and done.stdout == ""
+    (line,) = done.stderr.splitlines()
+    assert line.startswith(
+        'CommandError: Seeding failed: connection failed: connection to server at "127.0.0.1"'
+    ), line
+    assert line.endswith("Connection refused. No session was kept."), line
 
 
 @pytest.mark.parametrize("raw", ["abc", ""])
@@ -340,6 +397,12 @@ def test_large_load_rebuilds_indexes_identically(frozen, monkeypatch):
 
     assert _plain_indexes() == before
     assert len(before) >= 7
+    # The planner statistics count the new rows.
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT reltuples FROM pg_class WHERE oid = %s::regclass", [Session._meta.db_table]
+        )
+        assert cursor.fetchone()[0] == 500
     assert Session.objects.count() == 500
     assert Session.objects.expired(frozen).count() == 100
     for session in Session.objects.select_related("timeout_config"):

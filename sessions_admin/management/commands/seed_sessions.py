@@ -1,8 +1,14 @@
-"""``manage.py seed_sessions``: insert realistic demo sessions in bulk."""
+"""``manage.py seed_sessions``: insert realistic demo sessions in bulk.
+
+A database error (unreachable, locked, connection lost) ends the run with a
+one-line ``CommandError`` (exit status 1); the load is one transaction, so
+nothing of it is kept.
+"""
 
 import argparse
 import time
 
+from django import db
 from django.core.management.base import BaseCommand, CommandError
 
 from sessions_admin import policy, seeding
@@ -21,10 +27,18 @@ def _fraction(raw: str) -> float:
         ) from None
 
 
+def _one_line(error: Exception) -> str:
+    """Return the first line of an error's message, ending as a sentence."""
+    lines = str(error).strip().splitlines()
+    text = lines[0].strip() if lines else type(error).__name__
+    return text if text.endswith((".", "?", "!")) else text + "."
+
+
 class Command(BaseCommand):
     help = (
         "Insert COUNT demo sessions: active ones (some near expiration) and a fraction of "
-        "expired ones, spread over several agents, users and timeout configurations."
+        "expired ones, spread over several agents, users and timeout configurations. "
+        "All in one transaction: an error keeps none of them."
     )
     requires_system_checks = []
 
@@ -66,19 +80,24 @@ class Command(BaseCommand):
     ):
         self._validate(count, expired_fraction, agents, users, batch_size)
         show_progress = verbosity > 0 and self.stdout.isatty()
+        self._progress_drawn = False
         started = time.monotonic()
-        result = seeding.session_seed(
-            count=count,
-            now=policy.clock(),
-            expired_fraction=expired_fraction,
-            agents=agents,
-            users=users,
-            batch_size=batch_size,
-            on_progress=(lambda done: self._progress(done, count)) if show_progress else None,
-        )
+        try:
+            result = seeding.session_seed(
+                count=count,
+                now=policy.clock(),
+                expired_fraction=expired_fraction,
+                agents=agents,
+                users=users,
+                batch_size=batch_size,
+                on_progress=(lambda done: self._progress(done, count)) if show_progress else None,
+            )
+        except (db.DatabaseError, db.InterfaceError) as exc:
+            raise CommandError(f"Seeding failed: {_one_line(exc)} No session was kept.") from exc
+        finally:
+            if self._progress_drawn:
+                self.stdout.write("")
         elapsed = time.monotonic() - started
-        if show_progress:
-            self.stdout.write("")
         if verbosity > 0:
             self.stdout.write(
                 self.style.SUCCESS(
@@ -114,3 +133,4 @@ class Command(BaseCommand):
         bar = "#" * filled + "-" * (PROGRESS_WIDTH - filled)
         self.stdout.write(f"\r[{bar}] {100 * done // count:3d}% {done:,}/{count:,}", ending="")
         self.stdout.flush()
+        self._progress_drawn = True
