@@ -949,3 +949,39 @@ def test_repeated_parameters_are_400(admin_api):
 
     error = assert_envelope(response, 400, "VALIDATION_ERROR")
     assert set(error["details"]["fields"]) == {"limit"}
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("ordering", ["-lastActivity", "createdAt", "expiresAt"])
+def test_postgres_reads_a_deep_page_from_its_keyset_index(admin_api, frozen, ordering):
+    """The cursor page's plan starts in the ordering's index and sorts nothing."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    config = TimeoutConfigFactory()
+    Session.objects.bulk_create(
+        Session(
+            agent_id=uuid.uuid4(),
+            user_id=uuid.uuid4(),
+            timeout_config=config,
+            created_at=NOW - timedelta(minutes=60) + index * MS,
+            last_activity=NOW - timedelta(minutes=30) + index * MS,
+            expires_at=NOW + timedelta(minutes=1) + index * MS,
+        )
+        for index in range(5000)
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(f"ANALYZE {Session._meta.db_table}")
+    first = get(admin_api, limit=100, ordering=ordering)
+    with CaptureQueriesContext(connection) as captured:
+        get(admin_api, limit=100, ordering=ordering, cursor=first["nextCursor"])
+    with connection.cursor() as cursor:
+        cursor.execute("EXPLAIN " + captured.captured_queries[-1]["sql"])
+        plan = "\n".join(row[0] for row in cursor.fetchall())
+    index = {
+        "-lastActivity": "session_activity_keyset",
+        "createdAt": "session_created_keyset",
+        "expiresAt": "session_expires_keyset",
+    }[ordering]
+    assert re.search(rf"Index Scan (Backward )?using {index}", plan), plan
+    assert "Sort" not in plan, plan
