@@ -36,10 +36,19 @@ class StrictJSONParser(JSONParser):
     escape on deeply nested arrays; both end as a 500. Here other charsets are
     415 and every malformed body is a parse error (400), as is an object that
     names a key twice (Python would keep the last value without a word).
-    A body labelled ASCII is taken, and must then be ASCII.
+    A body labelled ASCII is taken, and must then be ASCII. A compressed body
+    (any ``Content-Encoding`` but ``identity``) is 415.
     """
 
     def parse(self, stream, media_type=None, parser_context=None):
+        request = (parser_context or {}).get("request")
+        coding = request.META.get("HTTP_CONTENT_ENCODING", "") if request is not None else ""
+        if coding.strip().lower() not in ("", "identity"):
+            # Read as it is, a compressed body is a parse error; as if plain, a lie.
+            raise exceptions.UnsupportedMediaType(
+                media_type,
+                detail=f"Unsupported Content-Encoding {coding[:50]!r}: send the body uncompressed",
+            )
         encoding = (parser_context or {}).get("encoding") or settings.DEFAULT_CHARSET
         try:
             codec = codecs.lookup(encoding).name

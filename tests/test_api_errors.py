@@ -1,5 +1,6 @@
 """Validation that rejects (never clamps) and one error envelope for every error under /api/."""
 
+import gzip
 import json
 import re
 import uuid
@@ -390,6 +391,20 @@ def test_unsupported_media_types_are_415(api_client, content_type):
 def test_json_with_a_utf8_or_ascii_charset_is_accepted(api_client, charset):
     body = json.dumps(VALID).encode()
     response = post_json(api_client, BASE, body, content_type=f"application/json; charset={charset}")
+    assert response.status_code == 201, response.json()
+
+
+@pytest.mark.parametrize("coding", ["gzip", "br", "deflate, gzip"])
+def test_a_compressed_body_is_415(api_client, coding):
+    body = gzip.compress(json.dumps(VALID).encode()) if coding == "gzip" else json.dumps(VALID).encode()
+    response = post_json(api_client, BASE, body, HTTP_CONTENT_ENCODING=coding)
+    error = assert_envelope(response, 415, "UNSUPPORTED_MEDIA_TYPE")
+    assert error["message"] == f"Unsupported Content-Encoding '{coding}': send the body uncompressed"
+    assert not Session.objects.exists()
+
+
+def test_identity_content_encoding_is_plain(api_client):
+    response = post_json(api_client, BASE, json.dumps(VALID).encode(), HTTP_CONTENT_ENCODING="identity")
     assert response.status_code == 201, response.json()
 
 
