@@ -7,14 +7,19 @@ HOST ?= 127.0.0.1
 
 export PORT HOST
 
-.PHONY: help install install-dev run dev migrate test lint seed superuser clean
+.PHONY: help install install-dev run dev migrate test lint seed seed-count superuser clean
 
 help:
 	@echo "make run            set up and serve on http://$(HOST):$(PORT) (gunicorn, SQLite by default)"
-	@echo "make test           set up and run the whole test suite"
 	@echo "make dev            Django's development server with DJANGO_DEBUG=true"
-	@echo "make seed COUNT=N   insert N demo sessions"
+	@echo "make test           set up and run the whole test suite (PYTEST_ARGS=... to select)"
+	@echo "make lint           ruff"
+	@echo "make install        create .venv and install the runtime requirements"
+	@echo "make install-dev    the same with the test and lint tools"
+	@echo "make migrate        apply the database migrations"
+	@echo "make seed COUNT=N   insert N demo sessions (default 10000, at most 10000000)"
 	@echo "make superuser      create an admin user (interactive)"
+	@echo "make clean          remove .venv, static files, caches and test artifacts (keeps db.sqlite3, .secret-key)"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -54,11 +59,16 @@ test: install-dev
 lint: install-dev
 	$(BIN)/ruff check .
 
-seed: migrate
-	DJANGO_SECRET_KEY="$${DJANGO_SECRET_KEY:-$$(cat .secret-key)}" $(BIN)/python manage.py seed_sessions --count $${COUNT:-10000}
+# Checked before migrate installs anything; COUNT reaches the shell through
+# the environment and stays one quoted word, so it can never add options.
+seed-count:
+	@case "$${COUNT:-10000}" in ''|*[!0-9]*) echo "make seed: COUNT must be a whole number, not '$$COUNT'." >&2; exit 2;; esac
+
+seed: seed-count migrate
+	DJANGO_SECRET_KEY="$${DJANGO_SECRET_KEY:-$$(cat .secret-key)}" $(BIN)/python manage.py seed_sessions --count "$${COUNT:-10000}"
 
 superuser: migrate
 	DJANGO_SECRET_KEY="$${DJANGO_SECRET_KEY:-$$(cat .secret-key)}" $(BIN)/python manage.py createsuperuser
 
 clean:
-	rm -rf $(VENV) staticfiles .pytest_cache .hypothesis
+	rm -rf $(VENV) staticfiles .pytest_cache .hypothesis .ruff_cache test-artifacts
