@@ -6,19 +6,14 @@ the production settings on a scratch SQLite file, an operator signs in through
 the admin's login form, opens the session list and loads the CSS the page
 names from whitenoise. Then the database file is checked to run in WAL mode.
 
-The settings fix ``STATIC_ROOT`` to ``staticfiles/`` in the project; so that
-the test writes nothing into the repository, ``collectstatic`` and the server
-both run the production settings with only ``STATIC_ROOT`` pointed at a
-temporary directory (see ``production_app``).
+So that the test writes nothing into the repository, ``DJANGO_STATIC_ROOT``
+points ``collectstatic`` and the server at a temporary directory.
 """
 
 import http.cookiejar
-import os
 import re
 import shutil
 import sqlite3
-import subprocess
-import sys
 import tempfile
 import urllib.error
 import urllib.parse
@@ -32,47 +27,10 @@ from tests import server
 
 pytestmark = pytest.mark.server
 
-STATIC_ROOT_VARIABLE = "SA_TEST_STATIC_ROOT"
+STATIC_ROOT_VARIABLE = "DJANGO_STATIC_ROOT"
 USERNAME = "night-operator"
 PASSWORD = "night-operator-pass-123"
 CHANGELIST = "/admin/sessions_admin/session/"
-# The production settings with STATIC_ROOT moved, then the given manage.py command.
-MANAGE_WITH_STATIC_ROOT = (
-    "import os\n"
-    "os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'messaging_project.settings')\n"
-    "from django.conf import settings\n"
-    f"settings.STATIC_ROOT = os.environ[{STATIC_ROOT_VARIABLE!r}]\n"
-    "import manage\n"
-    "manage.main()\n"
-)
-
-
-def production_app():
-    """Return the project's WSGI application with ``STATIC_ROOT`` from the environment.
-
-    gunicorn calls this factory (``tests.test_production_serving:production_app()``);
-    everything else is ``messaging_project.settings`` as deployed.
-    """
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "messaging_project.settings")
-    from django.conf import settings
-
-    settings.STATIC_ROOT = os.environ[STATIC_ROOT_VARIABLE]
-    from messaging_project.wsgi import application
-
-    return application
-
-
-def manage_with_static_root(*args: str, env: dict) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-c", MANAGE_WITH_STATIC_ROOT, *args],
-        cwd=server.ROOT,
-        env={**server.base_env(), **env},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-
-
 class NoRedirect(urllib.request.HTTPRedirectHandler):
     def redirect_request(self, *args, **kwargs):
         return None
@@ -106,7 +64,7 @@ def deployment():
     database_url = server.scratch_sqlite()
     static_root = tempfile.mkdtemp(prefix="sa_static_")
     env = {"DATABASE_URL": database_url, STATIC_ROOT_VARIABLE: static_root}
-    collected = manage_with_static_root("collectstatic", "--noinput", "--verbosity", "0", env=env)
+    collected = server.manage("collectstatic", "--noinput", "--verbosity", "0", env=env)
     assert collected.returncode == 0, collected.stderr
     created = server.manage(
         "createsuperuser", "--noinput", "--username", USERNAME, "--email", "ops@example.com",
@@ -125,9 +83,7 @@ def test_admin_signs_in_lists_sessions_and_loads_hashed_css_in_production(deploy
     database = deployment["DATABASE_URL"].removeprefix("sqlite:///")
     manifest = Path(deployment[STATIC_ROOT_VARIABLE]) / "staticfiles.json"
     assert manifest.is_file(), "collectstatic wrote no manifest"
-    running = server.GunicornServer(
-        env=deployment, workers=2, app=f"{__name__}:production_app()"
-    ).start()
+    running = server.GunicornServer(env=deployment, workers=2).start()
     try:
         browser = Browser(running.base_url)
         status, _, page = browser.open(f"/admin/login/?next={CHANGELIST}")
