@@ -199,6 +199,8 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = 1024 * 1024
 # admin's delete confirmation posts back every selected id (up to 1,000,
 # sessions_admin.admin.ACTION_LIMIT) plus three fields of its own.
 DATA_UPLOAD_MAX_NUMBER_FIELDS = 1_100
+# Where a sign-in goes when its ``next`` is missing or points off the site.
+LOGIN_REDIRECT_URL = "admin:index"
 
 # Sessions service configuration.
 SESSIONS_ADMIN_API_KEY = env_str("SESSIONS_ADMIN_API_KEY")

@@ -13,7 +13,7 @@ import math
 import uuid
 from collections import Counter
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 from django.conf import settings
 from django.contrib import admin, messages
@@ -21,9 +21,16 @@ from django.contrib.admin.actions import delete_selected as django_delete_select
 from django.contrib.admin.exceptions import DisallowedModelAdminLookup
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.contrib.admin.models import CHANGE, LogEntry
+from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.admin.templatetags.admin_urls import add_preserved_filters
 from django.contrib.admin.utils import get_fields_from_path, quote
-from django.contrib.admin.views.main import PAGE_VAR, SEARCH_VAR, ChangeList
+from django.contrib.admin.views.main import (
+    ERROR_FLAG,
+    ORDER_VAR,
+    PAGE_VAR,
+    SEARCH_VAR,
+    ChangeList,
+)
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.core.cache import cache
@@ -237,6 +244,26 @@ class SessionPaginator(Paginator):
 class SessionChangeList(ChangeList):
     """The change list, stamped with the request's instant and ordered along an index."""
 
+    def get_ordering(self, request, queryset):
+        # Django sorts by any column ``?o=`` names, sortable or not; only the
+        # columns in ``sortable_by`` have an index to sort along. The others
+        # are dropped, and with none left the list keeps its default order.
+        requested = self.params.get(ORDER_VAR)
+        if requested:
+            kept = [part for part in requested.split(".") if self._sortable(part)]
+            if kept:
+                self.params[ORDER_VAR] = ".".join(kept)
+            else:
+                del self.params[ORDER_VAR]
+        return super().get_ordering(request, queryset)
+
+    def _sortable(self, order_part: str) -> bool:
+        try:
+            field_name = self.list_display[int(order_part.rpartition("-")[2])]
+        except (IndexError, ValueError):
+            return False
+        return self.sortable_by is None or field_name in self.sortable_by
+
     def get_queryset(self, request, exclude_parameters=None):
         queryset = super().get_queryset(request, exclude_parameters)
         if not self.search_form_class(request.GET).is_valid():
@@ -317,6 +344,32 @@ class CreationDateFilter(admin.DateFieldListFilter):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.title = "creation date"
+
+    def queryset(self, request, queryset):
+        """Refuse a bound that is not an instant the database can compare (``RefusedFilterValue``).
+
+        Django refuses text that is not a date only while building the query;
+        a date at the edge of the calendar (9999-12-31 23:59-12:00) passes, and
+        SQLite, converting it to UTC, overflows when the page is counted: a 500.
+        """
+        for name in (self.lookup_kwarg_since, self.lookup_kwarg_until):
+            for value in self.used_parameters.get(name, ()):
+                try:
+                    instant = self.field.to_python(value)
+                    if timezone.is_naive(instant):
+                        instant = timezone.make_aware(instant)
+                    instant.astimezone(UTC)
+                except (ValidationError, ValueError, OverflowError):
+                    raise RefusedFilterValue(name, value, "is not a date and time") from None
+        return super().queryset(request, queryset)
+
+
+class RefusedFilterValue(IncorrectLookupParameters):
+    """A value a list filter cannot use, reported as a message rather than Django's ``?e=1``."""
+
+    def __init__(self, parameter: str, value: str, reason: str):
+        super().__init__(f"{parameter}={value}")
+        self.parameter, self.value, self.reason = parameter, value, reason
 
 
 # One app with one model: the navigation sidebar would only take width from the list.
@@ -413,6 +466,14 @@ class OwnFiltersOnly:
             request._sessions_admin_filter_parameters = parameters
         return parameters
 
+    def get_changelist_instance(self, request):
+        # Django answers a filter value it cannot use by redirecting to ``?e=1``,
+        # which drops every filter without a word; say which value, instead.
+        try:
+            return super().get_changelist_instance(request)
+        except RefusedFilterValue as refused:
+            raise _FilterValueRefused(refused) from refused
+
     def changelist_view(self, request, extra_context=None):
         try:
             return super().changelist_view(request, extra_context)
@@ -425,6 +486,25 @@ class OwnFiltersOnly:
                 messages.ERROR,
             )
             return HttpResponseRedirect(request.path)
+        except _FilterValueRefused as error:
+            refused = error.refused
+            self.message_user(
+                request,
+                f"“{refused.value[:100]}” {refused.reason}; showing the list without that filter.",
+                messages.ERROR,
+            )
+            kept = request.GET.copy()
+            kept.pop(refused.parameter, None)
+            kept.pop(ERROR_FLAG, None)
+            return HttpResponseRedirect(f"{request.path}?{kept.urlencode()}" if kept else request.path)
+
+
+class _FilterValueRefused(Exception):
+    """Carries a ``RefusedFilterValue`` past Django's own handler of ``IncorrectLookupParameters``."""
+
+    def __init__(self, refused: RefusedFilterValue):
+        super().__init__(str(refused))
+        self.refused = refused
 
 
 # django.contrib.auth's admins (users, groups), with the same guards.
@@ -769,6 +849,8 @@ class SessionAdmin(OwnFiltersOnly, RefuseMalformedSelection, admin.ModelAdmin):
         return renewed, refused
 
     def _report_renewals(self, request, renewed, refused) -> None:
+        if not renewed and not refused:
+            self.message_user(request, "No session was renewed.", messages.WARNING)
         if renewed:
             self.message_user(
                 request, f"Renewed {self._sessions_phrase(len(renewed))}.", messages.SUCCESS

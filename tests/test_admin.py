@@ -4,6 +4,7 @@ import logging
 import re
 import uuid
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 from unittest import mock
 
 import pytest
@@ -405,6 +406,60 @@ def test_every_creation_date_choice_of_the_filter_works(operator_client, frozen)
         response = operator_client.get(CHANGELIST + link.replace("&amp;", "&"))
         assert response.status_code == 200, link
         assert len(listed_ids(response)) == 1
+
+
+@pytest.mark.parametrize(
+    ("parameter", "value"),
+    [
+        ("created_at__gte", "abc"),
+        ("created_at__lt", ""),
+        # Parseable, but past the calendar's end in UTC: SQLite overflowed (a 500).
+        ("created_at__gte", "9999-12-31 23:59:59-12:00"),
+        ("created_at__lt", "0001-01-01 00:00:00+00:01"),
+    ],
+)
+def test_a_creation_date_that_is_not_an_instant_is_refused_keeping_other_filters(
+    operator_client, mixed, parameter, value
+):
+    response = operator_client.get(CHANGELIST, {"status": "expired", parameter: value})
+    assert response.status_code == 302
+    assert response["Location"] == f"{CHANGELIST}?status=expired"
+    shown = operator_client.get(response["Location"])
+    assert messages_of(shown) == [
+        f"“{value}” is not a date and time; showing the list without that filter."
+    ]
+    assert listed_ids(shown) == [str(mixed["expired"].pk)]
+
+
+def test_an_action_under_a_refused_creation_date_changes_nothing(operator_client, mixed):
+    before = list(Session.objects.order_by("pk").values())
+    response = operator_client.post(
+        f"{CHANGELIST}?created_at__gte=9999-12-31+23:59:59-12:00",
+        {"action": "expire_selected", "select_across": "1", "index": "0",
+         "_selected_action": [str(mixed["active"].pk)]},
+    )
+    assert response.status_code == 302 and response["Location"] == CHANGELIST
+    assert list(Session.objects.order_by("pk").values()) == before
+
+
+def test_columns_without_an_index_cannot_be_sorted_through_the_url(operator_client, frozen):
+    """``?o=`` names a column by position: renewal count (7) has no index, so it is ignored."""
+    sessions = [
+        SessionFactory(
+            now=frozen,
+            renewal_count=count,
+            created_at=frozen - timedelta(hours=1),
+            last_activity=frozen - timedelta(minutes=count),
+        )
+        for count in (3, 1, 2)
+    ]
+    by_activity = [str(s.pk) for s in sorted(sessions, key=lambda s: s.last_activity, reverse=True)]
+    for order in ("7", "-7", "99", "x"):  # the default order: last activity, latest first
+        assert listed_ids(operator_client.get(CHANGELIST, {"o": order})) == by_activity, order
+    # An indexed column still sorts: expires at (5), earliest first, alone or after another.
+    by_expiry = [str(s.pk) for s in sorted(sessions, key=lambda s: (s.expires_at, s.pk))]
+    for order in ("5", "7.5"):
+        assert listed_ids(operator_client.get(CHANGELIST, {"o": order})) == by_expiry, order
 
 
 @pytest.mark.parametrize(
@@ -823,6 +878,29 @@ def test_delete_action_confirms_then_deletes_through_the_service(operator_client
     assert list(Session.objects.values_list("pk", flat=True)) == [kept.pk]
     entries = LogEntry.objects.filter(action_flag=DELETION, user=operator)
     assert sorted(entries.values_list("object_id", flat=True)) == sorted(str(s.pk) for s in doomed)
+
+
+def test_renewing_a_selection_that_matches_no_session_says_so(operator_client, mixed):
+    gone = SimpleNamespace(pk=uuid.uuid4())
+    response = post_action(operator_client, "renew_selected", [gone])
+    assert messages_of(response) == ["No session was renewed."]
+    # The list's filter applies to the selection too: no active session is expired.
+    response = operator_client.post(
+        f"{CHANGELIST}?status=expired",
+        {"action": "renew_selected", "_selected_action": [str(mixed["active"].pk)]},
+        follow=True,
+    )
+    assert messages_of(response) == ["No session was renewed."]
+    assert Session.objects.get(pk=mixed["active"].pk).renewal_count == 0
+
+
+def test_a_sign_in_whose_next_leaves_the_site_lands_on_the_admin_index(client, operator):
+    response = client.post(
+        "/admin/login/?next=//elsewhere.example/",
+        {"username": "operator", "password": "operator-pass-123", "next": "//elsewhere.example/"},
+    )
+    assert response.status_code == 302
+    assert response["Location"] == reverse("admin:index")
 
 
 def test_actions_through_select_across_respect_the_filter(operator_client, mixed):
