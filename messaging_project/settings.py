@@ -311,10 +311,10 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "filters": {
-        "security_one_line": {"()": "sessions_admin.log_filters.SecurityEventsOnOneLine"},
+        "client_errors_on_one_line": {"()": "sessions_admin.log_filters.ClientErrorsOnOneLine"},
     },
     "handlers": {
-        "console": {"class": "logging.StreamHandler", "filters": ["security_one_line"]},
+        "console": {"class": "logging.StreamHandler", "filters": ["client_errors_on_one_line"]},
     },
     "root": {
         "handlers": ["console"],
