@@ -14,7 +14,7 @@ from datetime import datetime
 from decimal import Decimal
 
 from django.conf import settings
-from django.core.validators import MaxValueValidator, MinValueValidator
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from rest_framework import serializers
 from rest_framework.settings import api_settings
 
@@ -202,11 +202,27 @@ class QueryIntegerField(serializers.IntegerField):
         return super().to_internal_value(data)
 
 
+CURSOR_MAX_LENGTH = 512
+
+
 class SessionListQuerySerializer(serializers.Serializer):
     """Query parameters of ``GET /sessions``; anything unknown, blank or repeated is rejected."""
 
     limit = QueryIntegerField(min_value=1, max_value=1000, default=100)
-    cursor = serializers.CharField(required=False, max_length=2000, trim_whitespace=False)
+    # What signing.dumps writes (URL-safe base64 and ':'), about 150 characters;
+    # anything else could never decode, and a longer one could overflow the
+    # server's 4,094-byte request line before the API could answer it.
+    cursor = serializers.CharField(
+        required=False,
+        max_length=CURSOR_MAX_LENGTH,
+        trim_whitespace=False,
+        validators=[
+            RegexValidator(
+                r"\A[A-Za-z0-9_:-]+\Z",
+                message="Invalid cursor; use the nextCursor of a previous page",
+            )
+        ],
+    )
     # The same canonical form create takes: an id the API would refuse at creation never filters.
     agentId = SessionUUIDField(required=False)
     userId = SessionUUIDField(required=False)

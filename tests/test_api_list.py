@@ -839,6 +839,7 @@ def test_wrong_key_with_a_staff_session_is_still_admin(api_client, staff_user, a
         ({"cursor": ""}, "cursor"),
         ({"cursor": "garbage"}, "cursor"),
         ({"cursor": "x" * 3000}, "cursor"),
+        ({"cursor": "é" * 10}, "cursor"),
     ],
 )
 def test_bad_parameters_are_400(admin_api, params, field):

@@ -219,6 +219,10 @@ def test_list_parameters_are_documented(schema):
     }
     assert parameters["limit"]["schema"]["maximum"] == 1000
     assert parameters["status"]["schema"]["enum"] == ["active", "expired", "all"]
+    # A cursor the schema allows must fit gunicorn's 4,094-byte request line:
+    # 512 characters that need no percent-encoding.
+    assert parameters["cursor"]["schema"]["maxLength"] == 512
+    assert parameters["cursor"]["schema"]["pattern"] == "^[A-Za-z0-9_:-]+$"
 
 
 def test_schema_validates_without_warnings(tmp_path):
