@@ -5,8 +5,10 @@ offending value, so a bad deployment stops at start-up with a clear message
 instead of misbehaving later.
 """
 
+import ipaddress
 import os
 import re
+import socket
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -101,9 +103,6 @@ def _range(minimum: int | None, maximum: int | None) -> str:
 
 def env_host(name: str, default: str) -> str:
     """Return an address to listen on (``127.0.0.1``, ``0.0.0.0``, ``::1``, a host name)."""
-    import ipaddress
-    import socket
-
     value = env_str(name) or default
     try:
         ipaddress.ip_address(value)

@@ -127,10 +127,10 @@ if _database["ENGINE"] == "django.db.backends.sqlite3":
             f"DATABASE_URL={_database_url!r} names no SQLite file; use sqlite:///path/to/db.sqlite3 "
             "(an in-memory database would be empty in every process and lost at exit)."
         )
-    if not Path(_database["NAME"]).parent.is_dir():
+    _sqlite_directory = Path(_database["NAME"]).parent
+    if not _sqlite_directory.is_dir():
         raise ImproperlyConfigured(
-            f"DATABASE_URL={_database_url!r}: the directory {str(Path(_database['NAME']).parent)!r} "
-            "does not exist."
+            f"DATABASE_URL={_database_url!r}: the directory {str(_sqlite_directory)!r} does not exist."
         )
     # WAL lets readers run beside the single writer; IMMEDIATE takes the write
     # lock at BEGIN so read-modify-write transactions cannot deadlock.

@@ -21,7 +21,6 @@ from django.contrib.admin.actions import delete_selected as django_delete_select
 from django.contrib.admin.exceptions import DisallowedModelAdminLookup
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.contrib.admin.models import CHANGE, LogEntry
-from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.admin.templatetags.admin_urls import add_preserved_filters
 from django.contrib.admin.utils import get_fields_from_path, quote
 from django.contrib.admin.views.main import (
@@ -364,8 +363,13 @@ class CreationDateFilter(admin.DateFieldListFilter):
         return super().queryset(request, queryset)
 
 
-class RefusedFilterValue(IncorrectLookupParameters):
-    """A value a list filter cannot use, reported as a message rather than Django's ``?e=1``."""
+class RefusedFilterValue(Exception):
+    """A value a list filter cannot use, reported as a message rather than Django's ``?e=1``.
+
+    Not an ``IncorrectLookupParameters``: Django answers those by redirecting
+    to ``?e=1``, which drops every filter without a word. Raised from a
+    filter's ``queryset``, it reaches ``OwnFiltersOnly.changelist_view``.
+    """
 
     def __init__(self, parameter: str, value: str, reason: str):
         super().__init__(f"{parameter}={value}")
@@ -466,14 +470,6 @@ class OwnFiltersOnly:
             request._sessions_admin_filter_parameters = parameters
         return parameters
 
-    def get_changelist_instance(self, request):
-        # Django answers a filter value it cannot use by redirecting to ``?e=1``,
-        # which drops every filter without a word; say which value, instead.
-        try:
-            return super().get_changelist_instance(request)
-        except RefusedFilterValue as refused:
-            raise _FilterValueRefused(refused) from refused
-
     def changelist_view(self, request, extra_context=None):
         try:
             return super().changelist_view(request, extra_context)
@@ -486,8 +482,7 @@ class OwnFiltersOnly:
                 messages.ERROR,
             )
             return HttpResponseRedirect(request.path)
-        except _FilterValueRefused as error:
-            refused = error.refused
+        except RefusedFilterValue as refused:
             self.message_user(
                 request,
                 f"“{refused.value[:100]}” {refused.reason}; showing the list without that filter.",
@@ -497,14 +492,6 @@ class OwnFiltersOnly:
             kept.pop(refused.parameter, None)
             kept.pop(ERROR_FLAG, None)
             return HttpResponseRedirect(f"{request.path}?{kept.urlencode()}" if kept else request.path)
-
-
-class _FilterValueRefused(Exception):
-    """Carries a ``RefusedFilterValue`` past Django's own handler of ``IncorrectLookupParameters``."""
-
-    def __init__(self, refused: RefusedFilterValue):
-        super().__init__(str(refused))
-        self.refused = refused
 
 
 # django.contrib.auth's admins (users, groups), with the same guards.

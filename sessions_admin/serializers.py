@@ -352,14 +352,8 @@ class MetadataField(NamedErrorsMixin, serializers.DictField):
 def _exponent_expansion(value) -> int:
     """Characters that the floats in ``value`` gain when written without an exponent."""
     gained = 0
-    stack = [value]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, dict):
-            stack.extend(node.values())
-        elif isinstance(node, list):
-            stack.extend(node)
-        elif isinstance(node, float):
+    for node, _ in _json_nodes(value):
+        if isinstance(node, float):
             text = repr(node)  # as json.dumps writes it: 1e+308, 1.5e-07, 0.25
             if "e" in text:
                 gained += len(format(Decimal(text), "f")) - len(text)
@@ -369,19 +363,24 @@ def _exponent_expansion(value) -> int:
 def _depth(value) -> int:
     """Nesting depth of a JSON value, without recursion (``{}`` is 1, a scalar 0)."""
     deepest = 0
+    for node, depth in _json_nodes(value):
+        if isinstance(node, (dict, list)):
+            deepest = max(deepest, depth)
+            if deepest > METADATA_MAX_DEPTH:
+                break
+    return deepest
+
+
+def _json_nodes(value):
+    """Yield every value inside a JSON value with its depth (the value itself at 1), iteratively."""
     stack = [(value, 1)]
     while stack:
         node, depth = stack.pop()
+        yield node, depth
         children = (
-            node.values() if isinstance(node, dict) else node if isinstance(node, list) else None
+            node.values() if isinstance(node, dict) else node if isinstance(node, list) else ()
         )
-        if children is None:
-            continue
-        deepest = max(deepest, depth)
-        if deepest > METADATA_MAX_DEPTH:
-            break
         stack.extend((child, depth + 1) for child in children)
-    return deepest
 
 
 class StrictObjectSerializer(serializers.Serializer):
