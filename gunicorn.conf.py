@@ -2,6 +2,8 @@
 
 import os
 
+import gunicorn.util
+
 from messaging_project.env import (
     env_bool,
     env_host,
@@ -50,6 +52,17 @@ max_requests_jitter = max_requests // 10
 
 # Request-line and header limits stay at gunicorn's defaults (4094 bytes,
 # 100 fields of 8190 bytes); bodies are capped at 1 MB by the application.
+# What gunicorn refuses itself (those limits, a malformed request line or
+# header) is answered in the API's JSON envelope instead of gunicorn's HTML.
+
+
+def _write_error_envelope(sock, status_int, reason, mesg):
+    from sessions_admin.errors import raw_http_error
+
+    gunicorn.util.write_nonblock(sock, raw_http_error(status_int, reason, mesg))
+
+
+gunicorn.util.write_error = _write_error_envelope
 
 # Heartbeat files in memory, not on a possibly slow disk.
 if os.path.isdir("/dev/shm"):

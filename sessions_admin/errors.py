@@ -3,6 +3,7 @@
 ``{"success": false, "error": {"code", "message", "details", "timestamp"}}``
 """
 
+import json
 import logging
 
 from django.conf import settings
@@ -33,13 +34,16 @@ CODE_FOR_STATUS = {
     403: "FORBIDDEN",
     404: "NOT_FOUND",
     405: "METHOD_NOT_ALLOWED",
-    406: "NOT_ACCEPTABLE",
     410: "SESSION_EXPIRED",
     413: "PAYLOAD_TOO_LARGE",
+    414: "URI_TOO_LONG",
     415: "UNSUPPORTED_MEDIA_TYPE",
+    417: "EXPECTATION_FAILED",
     422: "SESSION_RENEWAL_FAILED",
     429: "RATE_LIMITED",
+    431: "HEADER_FIELDS_TOO_LARGE",
     500: "INTERNAL_ERROR",
+    501: "NOT_IMPLEMENTED",
     503: "SERVICE_UNAVAILABLE",
 }
 
@@ -74,6 +78,26 @@ def error_json_response(
     return JsonResponse(
         error_body(code or CODE_FOR_STATUS.get(status, "ERROR"), message, details), status=status
     )
+
+
+def raw_http_error(status: int, reason: str, message: str) -> bytes:
+    """A whole HTTP/1.1 answer carrying the envelope, for the server to write itself.
+
+    gunicorn refuses some requests before any application code runs (a request
+    line or headers too long, a malformed request line); this is that answer.
+    The connection is closed after it: what follows on it cannot be trusted.
+    """
+    if len(message) > 200:
+        message = message[:200] + "…"
+    envelope = error_body(CODE_FOR_STATUS.get(status, "ERROR"), message)
+    body = json.dumps(envelope, separators=(",", ":")).encode()
+    head = (
+        f"HTTP/1.1 {status} {reason}\r\n"
+        "Connection: close\r\n"
+        "Content-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    )
+    return head.encode("latin-1") + body
 
 
 def _flatten(detail, prefix: str = "") -> dict[str, list[str]]:

@@ -28,6 +28,16 @@ def _object_without_duplicate_keys(pairs: list[tuple]) -> dict:
     return obj
 
 
+def _content_length(request) -> int | None:
+    """The body size the client announced, if any (the middleware has checked it)."""
+    if request is None:
+        return None
+    try:
+        return int(request.META.get("CONTENT_LENGTH") or "")
+    except ValueError:
+        return None
+
+
 class StrictJSONParser(JSONParser):
     """Parse a UTF-8 JSON body.
 
@@ -37,7 +47,8 @@ class StrictJSONParser(JSONParser):
     415 and every malformed body is a parse error (400), as is an object that
     names a key twice (Python would keep the last value without a word).
     A body labelled ASCII is taken, and must then be ASCII. A compressed body
-    (any ``Content-Encoding`` but ``identity``) is 415.
+    (any ``Content-Encoding`` but ``identity``) is 415. A body that ends before
+    its ``Content-Length`` is a parse error, whatever it holds.
     """
 
     def parse(self, stream, media_type=None, parser_context=None):
@@ -59,6 +70,13 @@ class StrictJSONParser(JSONParser):
                 media_type, detail=f"Unsupported charset {encoding!r}: send UTF-8 JSON"
             )
         raw = stream.read() if stream is not None else b""
+        announced = _content_length(request)
+        if announced is not None and len(raw) < announced:
+            # The client hung up mid-body: act on none of it, even if what came parses.
+            raise exceptions.ParseError(
+                f"Request body ended after {len(raw):,} of the {announced:,} bytes "
+                "its Content-Length announced"
+            )
         try:
             text = raw.decode(codec)
         except UnicodeDecodeError as exc:

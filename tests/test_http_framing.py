@@ -2,12 +2,16 @@
 
 A chunked body the server cannot parse is a 400 envelope, not Django's HTML
 500; a Content-Length announcing a large body that never comes is a 413
-after a short, bounded wait, not a worker held until gunicorn kills it.
+after a short, bounded wait, not a worker held until gunicorn kills it; a
+body that ends before its Content-Length is refused, not acted on. What
+gunicorn refuses before the application runs is in the envelope too.
 """
 
+import contextlib
 import http.client
 import json
 import socket
+import sqlite3
 import time
 
 import pytest
@@ -25,6 +29,12 @@ def running(request):
     env = {"DATABASE_URL": server.scratch_sqlite(), "GUNICORN_THREADS": request.param}
     with server.GunicornServer(env=env, workers=1) as running:
         yield running
+
+
+def stored_sessions(running) -> int:
+    path = running.env["DATABASE_URL"].removeprefix("sqlite:///")
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        return db.execute("SELECT count(*) FROM sessions_admin_session").fetchone()[0]
 
 
 def exchange(running, path: str, headers: dict, body: bytes, *, half_close: bool = False):
@@ -106,3 +116,82 @@ def test_a_doubled_leading_slash_is_a_404_envelope(running, path):
     assert response.status == 404, answer
     assert answer["error"]["code"] == "NOT_FOUND"
     assert answer["error"]["message"] == f"No route matches GET {path}"
+
+
+def test_a_body_shorter_than_its_content_length_is_a_400_and_saves_nothing(running):
+    """The client hung up mid-body; what did arrive happens to be a whole JSON object."""
+    body = json.dumps(
+        {"agentId": "6f1c2a8e-2b1c-4c55-9a0e-2f7c7d1c0a11", "userId": "6f1c2a8e-2b1c-4c55-9a0e-2f7c7d1c0a12"}
+    ).encode()
+    before = stored_sessions(running)
+    headers = {"Content-Length": str(len(body) + 20)}
+    status, answer, _ = exchange(running, BASE, headers, body, half_close=True)
+    assert status == 400, answer
+    assert answer["error"]["message"] == (
+        f"Malformed request body: Request body ended after {len(body)} of the "
+        f"{len(body) + 20} bytes its Content-Length announced"
+    )
+    assert stored_sessions(running) == before
+    # The same body with its true length is taken.
+    status, answer, _ = exchange(running, BASE, {"Content-Length": str(len(body))}, body)
+    assert status == 201, answer
+    assert stored_sessions(running) == before + 1
+
+
+def raw_exchange(running, data: bytes) -> tuple[int, dict, dict]:
+    """Write ``data`` on a new connection; return the status, the headers and the JSON body."""
+    with socket.create_connection(("127.0.0.1", running.port), timeout=10) as sock:
+        sock.sendall(data)
+        sock.shutdown(socket.SHUT_WR)
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+    head, _, body = received.partition(b"\r\n\r\n")
+    status_line, *header_lines = head.decode("latin-1").split("\r\n")
+    headers = dict(line.split(": ", 1) for line in header_lines)
+    return int(status_line.split()[1]), {k.lower(): v for k, v in headers.items()}, json.loads(body)
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status", "code", "message"),
+    [
+        (
+            b"GET /" + b"a" * 5000 + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+            414,
+            "URI_TOO_LONG",
+            "Request Line is too large (5014 > 4094)",
+        ),
+        (
+            b"GET /api/messaging/sessions/health HTTP/1.1\r\n"
+            + b"".join(b"X-Filler-%d: y\r\n" % i for i in range(120))
+            + b"\r\n",
+            431,
+            "HEADER_FIELDS_TOO_LARGE",
+            "Error parsing headers: 'limit request headers fields'",
+        ),
+        (
+            b"NONSENSE\r\n\r\n",
+            400,
+            "VALIDATION_ERROR",
+            "Invalid Request Line 'Invalid HTTP request line: 'NONSENSE''",
+        ),
+    ],
+    ids=["request line too long", "too many headers", "no request line"],
+)
+def test_what_gunicorn_refuses_itself_is_an_envelope(running, request_bytes, status, code, message):
+    got_status, headers, answer = raw_exchange(running, request_bytes)
+    assert got_status == status, answer
+    assert headers["content-type"] == "application/json"
+    assert headers["connection"] == "close"
+    assert answer["success"] is False
+    assert answer["error"]["code"] == code
+    assert answer["error"]["message"] == message
+    assert answer["error"]["timestamp"].endswith("Z")
+
+
+def test_a_refusal_quotes_at_most_200_characters_of_what_was_sent(running):
+    status, _, answer = raw_exchange(running, b"X" * 3000 + b"\r\n\r\n")
+    assert status == 400, answer
+    message = answer["error"]["message"]
+    assert message.startswith("Invalid Request Line 'Invalid HTTP request line: 'XXX")
+    assert message.endswith("…") and len(message) == 201

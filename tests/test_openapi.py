@@ -8,6 +8,8 @@ import pytest
 import yaml
 from django.core.management import call_command
 
+from sessions_admin.errors import CODE_FOR_STATUS
+
 pytestmark = pytest.mark.django_db
 
 SEED = Path(__file__).resolve().parents[2] / "shared" / "seeds" / "list-sessions.openapi.md"
@@ -178,6 +180,8 @@ def test_errors_are_documented_with_the_envelope(schema):
         "RATE_LIMITED",
         "SERVICE_UNAVAILABLE",
     } <= set(codes)
+    # Every code the service can answer with, the server's own refusals included.
+    assert set(CODE_FOR_STATUS.values()) | {"SESSION_NOT_FOUND"} == set(codes)
 
 
 def test_create_and_patch_bodies_are_documented(schema):
