@@ -4,14 +4,18 @@ settings they build, and start-up refusing bad values with a message naming the 
 import os
 import re
 import runpy
+import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
 from messaging_project import env
+from tests import server
 
 ROOT = Path(__file__).resolve().parent.parent
 OWN_PREFIXES = ("DJANGO_", "SESSION_", "SESSIONS_", "DATABASE_", "ELIZA_", "GUNICORN_")
@@ -599,3 +603,63 @@ def test_gunicorn_serves_on_port_3000_by_default(tmp_path):
 )
 def test_gunicorn_port_and_host_come_from_the_environment(tmp_path, variables, bind):
     assert gunicorn_bind(tmp_path, **variables) == bind
+
+
+MAKE_RUN = ["make", "--no-print-directory", "-s", f"VENV={sys.prefix}", "run"]
+needs_make_venv = pytest.mark.skipif(
+    not (Path(sys.prefix) / ".runtime").exists() or shutil.which("make") is None,
+    reason="make run needs make and a virtual environment that make installed",
+)
+
+
+@needs_make_venv
+def test_make_run_refuses_a_worker_count_that_is_not_a_number_in_one_line(tmp_path):
+    """gunicorn itself would read WEB_CONCURRENCY first and fail with a traceback."""
+    result = run(MAKE_RUN, tmp_path, WEB_CONCURRENCY="abc", DJANGO_STATIC_ROOT=str(tmp_path))
+
+    assert result.returncode != 0, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    assert "Configuration error: WEB_CONCURRENCY='abc' is not an integer." in result.stderr
+
+
+@needs_make_venv
+@pytest.mark.server
+def test_make_run_takes_an_empty_worker_count_as_the_default(tmp_path):
+    port = server.free_port()
+    environment = {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith(OWN_PREFIXES) and name not in OWN_NAMES
+    }
+    environment.update(
+        DJANGO_SECRET_KEY="startup-test-secret",
+        DATABASE_URL=f"sqlite:///{tmp_path / 'db.sqlite3'}",
+        DJANGO_STATIC_ROOT=str(tmp_path),
+        PORT=str(port),
+        WEB_CONCURRENCY="",
+    )
+    process = subprocess.Popen(
+        MAKE_RUN,
+        cwd=ROOT,
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                status, _, answer = server.request(
+                    "GET", f"http://127.0.0.1:{port}/api/messaging/sessions/health", timeout=5
+                )
+                break
+            except OSError:
+                assert process.poll() is None, process.stdout.read().decode()
+                assert time.monotonic() < deadline, "make run did not serve within 60 s"
+                time.sleep(0.2)
+        assert status == 200, answer
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        output = process.communicate(timeout=30)[0].decode()
+    assert "Traceback" not in output, output
