@@ -572,7 +572,7 @@ def test_loop_reports_a_locked_database_in_one_line_and_goes_on():
     assert err == "", "one line per failed pass, nothing more"
     match = SUMMARY.match(pruned)
     assert match and match["count"] == "20" and match["batches"] == "1", pruned
-    assert out.splitlines() == ["Stopped by SIGTERM after 2 passes.", pruned]
+    assert out.splitlines() == ["Stopped by SIGTERM after 2 passes (1 failed).", pruned]
     assert _scratch_session_count(env) == 20
 
 
@@ -608,7 +608,7 @@ def test_loop_stopped_while_waiting_for_a_lock_stops_when_the_wait_ends():
     assert shown.replace("\r\n", "\n").split("\n") == [
         bar,
         bar,
-        "Stopped by SIGTERM after 2 passes.",
+        "Stopped by SIGTERM after 2 passes (2 failed).",
         "Pruned 0 expired sessions in 0.0 s (0 batches).",
         "",
     ]
@@ -659,7 +659,7 @@ def test_loop_totals_count_what_a_failed_pass_deleted(frozen, fixed_timer, table
         f"Prune pass failed after pruning 2 expired sessions (1 batch): {table_lock.reason}\n"
     )
     assert out.getvalue().splitlines() == [
-        "Stopped by SIGTERM after 1 pass.",
+        "Stopped by SIGTERM after 1 pass (1 failed).",
         "Pruned 2 expired sessions in 0.0 s (1 batch).",
     ]
     table_lock.release()
@@ -709,7 +709,7 @@ def test_unreachable_database_one_line_errors_and_the_loop_goes_on():
         assert line.endswith(" Next pass in 1 s.\n"), line
     assert "Traceback" not in err and all(line.startswith("Prune pass failed: ") for line in err.splitlines())
     stopped, totals = out.splitlines()
-    assert re.fullmatch(r"Stopped by SIGTERM after [23] passes\.", stopped), stopped
+    assert re.fullmatch(r"Stopped by SIGTERM after ([23]) passes \(\1 failed\)\.", stopped), stopped
     assert totals == "Pruned 0 expired sessions in 0.0 s (0 batches)."
 
 
@@ -962,6 +962,6 @@ def test_loop_goes_on_after_losing_its_postgresql_connection():
     assert SUMMARY.match(pruned) and pruned.startswith("Pruned 300 expired sessions"), pruned
     assert SUMMARY.match(again) and again.startswith("Pruned 0 expired sessions"), again
     stopped, totals = out.splitlines()
-    assert stopped == "Stopped by SIGTERM after 3 passes."
+    assert stopped == "Stopped by SIGTERM after 3 passes (1 failed)."
     assert SUMMARY.match(totals) and totals.startswith("Pruned 300 expired sessions"), totals
     assert remaining(expired) == set()

@@ -7,8 +7,9 @@ Output, at the default verbosity (1):
   that deleted rows;
 - ``--dry-run`` prints ``Would prune 12,345 expired sessions.`` and deletes nothing;
 - ``--loop`` prints that line after every pass, and when SIGTERM or SIGINT
-  stops it, ``Stopped by SIGTERM after 4 passes.`` followed by the totals in
-  the same format (time spent pruning, sleeps excluded);
+  stops it, ``Stopped by SIGTERM after 4 passes.`` (``after 4 passes (1
+  failed).`` when passes failed) followed by the totals in the same format
+  (time spent pruning, sleeps excluded);
 - a progress bar is drawn while pruning when stdout is a terminal.
 
 Verbosity 0 prints nothing but errors; verbosity 2 adds a line per batch and
@@ -118,7 +119,7 @@ class Command(BaseCommand):
                     self._say(f"Stopped by {stop.signal_name}.")
                 self._say(summary_line(result), success=True)
                 return
-            totals, passes = [], 0
+            totals, passes, failures = [], 0, 0
             while not stop.is_set():
                 # As between requests: drop a connection that broke or outlived CONN_MAX_AGE.
                 close_old_connections()
@@ -131,6 +132,7 @@ class Command(BaseCommand):
                     # writer's lock is only handled when that wait ends (at most the
                     # busy timeout): the wait is inside SQLite, where Python cannot act.
                     totals.append(failed.done)
+                    failures += 1
                     message = failed.describe("Prune pass")
                     if not stop.is_set():
                         message += f" Next pass in {loop:,g} s."
@@ -138,7 +140,8 @@ class Command(BaseCommand):
                 else:
                     self._say(summary_line(totals[-1]))
                 stop.wait(loop)
-            self._say(f"Stopped by {stop.signal_name} after {plural(passes, 'pass', 'passes')}.")
+            failed = f" ({failures:,} failed)" if failures else ""
+            self._say(f"Stopped by {stop.signal_name} after {plural(passes, 'pass', 'passes')}{failed}.")
             self._say(summary_line(_sum(totals)), success=True)
 
     def _validate(self, dry_run, batch_size, grace_minutes, max_rows, loop):
