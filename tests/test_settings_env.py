@@ -423,13 +423,14 @@ def test_database_errors_do_not_echo_the_password(clean_env):
 # -- start-up: `manage.py check` and gunicorn's config in a fresh process -----------------
 
 
-def run(args: list[str], tmp_path: Path, **variables: str) -> subprocess.CompletedProcess:
-    environment = {
+def environment(tmp_path: Path, **variables: str | None) -> dict:
+    """This process's environment without the project's variables, plus ``variables`` (None unsets)."""
+    chosen = {
         name: value
         for name, value in os.environ.items()
         if not name.startswith(OWN_PREFIXES) and name not in OWN_NAMES
     }
-    environment.update(
+    chosen.update(
         DJANGO_SETTINGS_MODULE="messaging_project.settings",
         DJANGO_SECRET_KEY="startup-test-secret",
         DATABASE_URL=f"sqlite:///{tmp_path / 'db.sqlite3'}",
@@ -437,11 +438,16 @@ def run(args: list[str], tmp_path: Path, **variables: str) -> subprocess.Complet
     )
     for name, value in variables.items():
         if value is None:
-            environment.pop(name, None)
+            chosen.pop(name, None)
         else:
-            environment[name] = value
+            chosen[name] = value
+    return chosen
+
+
+def run(args: list[str], tmp_path: Path, **variables: str | None) -> subprocess.CompletedProcess:
     return subprocess.run(
-        args, cwd=ROOT, env=environment, capture_output=True, text=True, timeout=60
+        args, cwd=ROOT, env=environment(tmp_path, **variables), capture_output=True, text=True,
+        timeout=60,
     )
 
 
@@ -626,22 +632,10 @@ def test_make_run_refuses_a_worker_count_that_is_not_a_number_in_one_line(tmp_pa
 @pytest.mark.server
 def test_make_run_takes_an_empty_worker_count_as_the_default(tmp_path):
     port = server.free_port()
-    environment = {
-        name: value
-        for name, value in os.environ.items()
-        if not name.startswith(OWN_PREFIXES) and name not in OWN_NAMES
-    }
-    environment.update(
-        DJANGO_SECRET_KEY="startup-test-secret",
-        DATABASE_URL=f"sqlite:///{tmp_path / 'db.sqlite3'}",
-        DJANGO_STATIC_ROOT=str(tmp_path),
-        PORT=str(port),
-        WEB_CONCURRENCY="",
-    )
     process = subprocess.Popen(
         MAKE_RUN,
         cwd=ROOT,
-        env=environment,
+        env=environment(tmp_path, DJANGO_STATIC_ROOT=str(tmp_path), PORT=str(port), WEB_CONCURRENCY=""),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         start_new_session=True,
