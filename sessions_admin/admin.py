@@ -64,6 +64,13 @@ _ROW_NOW_ATTR = "_admin_now"
 _SUMMARY_CACHE_KEY = "admin:session-summary:v1"
 _CHANGED_AT = "sessions_admin_changed_at"
 
+# Why a selected session was not renewed, by the error its own renewal would raise.
+RENEWAL_REFUSALS = {
+    SessionExpired: "already expired",
+    SessionRenewalFailed: "at the maximum duration",
+    SessionNotFound: "deleted meanwhile",
+}
+
 STATUS_LABELS = {
     policy.STATUS_ACTIVE: "active",
     policy.STATUS_NEAR_EXPIRATION: "near expiration",
@@ -818,22 +825,11 @@ class SessionAdmin(OwnFiltersOnly, RefuseMalformedSelection, admin.ModelAdmin):
         self._report_renewals(request, renewed, refused)
 
     def _renew(self, request, session_ids) -> tuple[list[Session], Counter]:
-        # One session_renew per row (what the API's renew runs), so the log
-        # names exactly the sessions that were extended.
-        renewed, refused = [], Counter()
-        for session_id in session_ids:
-            try:
-                session, _ = services.session_renew(session_id=session_id)
-            except SessionExpired:
-                refused["already expired"] += 1
-            except SessionRenewalFailed:
-                refused["at the maximum duration"] += 1
-            except SessionNotFound:
-                refused["deleted meanwhile"] += 1
-            else:
-                renewed.append(session)
+        # The API's renewal rule for each row, in one transaction for the
+        # whole selection; the log names exactly the sessions that were extended.
+        renewed, refused, _ = services.session_renew_many(session_ids=session_ids)
         self._log_changes(request, renewed, "Renewed from the admin.")
-        return renewed, refused
+        return renewed, Counter({RENEWAL_REFUSALS[error]: count for error, count in refused.items()})
 
     def _report_renewals(self, request, renewed, refused) -> None:
         if not renewed and not refused:

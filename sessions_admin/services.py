@@ -6,15 +6,18 @@ the clock is read once the lock is held, so concurrent activity on one
 session is applied one after another and each extension counts.
 """
 
+from collections import Counter, defaultdict
 from collections.abc import Iterable
 from datetime import datetime
 from uuid import UUID
 
 from django.db import transaction
+from django.db.models import Case, F, Value, When
 
 from sessions_admin import policy
 from sessions_admin.exceptions import (
     InvalidTimeout,
+    SessionError,
     SessionExpired,
     SessionNotFound,
     SessionRenewalFailed,
@@ -76,28 +79,36 @@ def session_create(
     )
 
 
+def _apply_activity(session: Session, *, now: datetime, force_renew: bool) -> list[str]:
+    """Apply activity at ``now`` to a locked session in memory; return the fields it changed.
+
+    Raises ``SessionExpired``, or ``SessionRenewalFailed`` when a forced
+    renewal cannot extend the expiry; the session is then left as it was.
+    """
+    _ensure_active(session, now=now)
+    timeout = session.timeout
+    new_expiry = None
+    if force_renew or timeout.auto_renew:
+        new_expiry = policy.renewed_expiry(session.created_at, session.expires_at, timeout, now=now)
+    if force_renew and new_expiry is None:
+        raise SessionRenewalFailed(
+            session.session_id, "the maximum session duration has been reached"
+        )
+    # The lock orders writers; max() keeps lastActivity monotonic all the same.
+    session.last_activity = max(now, session.last_activity)
+    fields = ["last_activity"]
+    if new_expiry is not None:
+        session.expires_at = new_expiry
+        session.renewal_count += 1
+        fields += ["expires_at", "renewal_count"]
+    return fields
+
+
 def _record_activity(session_id: UUID, *, force_renew: bool) -> tuple[Session, datetime]:
     with transaction.atomic():
         session = _locked_session(session_id)
         now = policy.clock()
-        _ensure_active(session, now=now)
-        timeout = session.timeout
-        new_expiry = None
-        if force_renew or timeout.auto_renew:
-            new_expiry = policy.renewed_expiry(
-                session.created_at, session.expires_at, timeout, now=now
-            )
-        if force_renew and new_expiry is None:
-            raise SessionRenewalFailed(
-                session.session_id, "the maximum session duration has been reached"
-            )
-        # The lock orders writers; max() keeps lastActivity monotonic all the same.
-        session.last_activity = max(now, session.last_activity)
-        fields = ["last_activity"]
-        if new_expiry is not None:
-            session.expires_at = new_expiry
-            session.renewal_count += 1
-            fields += ["expires_at", "renewal_count"]
+        fields = _apply_activity(session, now=now, force_renew=force_renew)
         session.save(update_fields=fields)
     return session, now
 
@@ -110,6 +121,70 @@ def session_heartbeat(*, session_id: UUID) -> tuple[Session, datetime]:
 def session_renew(*, session_id: UUID) -> tuple[Session, datetime]:
     """Renew manually whatever ``autoRenew`` says; fails at the maximum-duration cap."""
     return _record_activity(session_id, force_renew=True)
+
+
+def _values_of(sessions: list[Session], field_name: str):
+    """An expression that gives each of ``sessions`` its own ``field_name`` in one ``UPDATE``.
+
+    Sessions that share a value share one ``WHEN``: a renewal gives most of a
+    selection the same ``lastActivity`` and, per timeout, the same expiry.
+    """
+    field = Session._meta.get_field(field_name)
+    ids_by_value = defaultdict(list)
+    for session in sessions:
+        ids_by_value[getattr(session, field_name)].append(session.pk)
+    if len(ids_by_value) == 1:
+        (value,) = ids_by_value
+        return Value(value, output_field=field)
+    return Case(
+        *(When(pk__in=ids, then=Value(value, output_field=field)) for value, ids in ids_by_value.items()),
+        output_field=field,
+    )
+
+
+def session_renew_many(
+    *, session_ids: Iterable[UUID]
+) -> tuple[list[Session], Counter[type[SessionError]], datetime]:
+    """Renew each of the given sessions as ``session_renew`` would, all in one transaction.
+
+    Returns the sessions renewed, how many were refused counted by the error
+    ``session_renew`` would have raised for them (``SessionNotFound``,
+    ``SessionExpired``, ``SessionRenewalFailed``), and the instant. A
+    constant number of queries, however many sessions are given; each id is
+    a query parameter (up to three times), so it is meant for a selection
+    such as the admin's, not for the whole table.
+    """
+    session_ids = set(session_ids)
+    refused = Counter()
+    with transaction.atomic():
+        # In id order, so that two bulk renewals cannot deadlock; the
+        # configurations are read after the locks, for _locked_session's reason.
+        sessions = list(
+            Session.objects.select_for_update()
+            .filter(pk__in=session_ids)
+            .defer("metadata")  # up to 10 KB a row, and not needed to renew it
+            .order_by("pk")
+        )
+        configs = TimeoutConfig.objects.in_bulk({s.timeout_config_id for s in sessions})
+        now = policy.clock()
+        renewed = []
+        for session in sessions:
+            session.timeout_config = configs[session.timeout_config_id]
+            try:
+                _apply_activity(session, now=now, force_renew=True)
+            except (SessionExpired, SessionRenewalFailed) as refusal:
+                refused[type(refusal)] += 1
+            else:
+                renewed.append(session)
+        if renewed:
+            Session.objects.filter(pk__in=[s.pk for s in renewed]).update(
+                last_activity=_values_of(renewed, "last_activity"),
+                expires_at=_values_of(renewed, "expires_at"),
+                renewal_count=F("renewal_count") + 1,  # as counted above: the rows are locked
+            )
+    if len(sessions) < len(session_ids):
+        refused[SessionNotFound] = len(session_ids) - len(sessions)
+    return renewed, refused, now
 
 
 @retry_if_config_pruned

@@ -987,16 +987,15 @@ def test_session_page_buttons_on_an_unknown_id_are_404(operator_client, frozen, 
 
 @pytest.fixture
 def deleted_before_its_renewal(monkeypatch):
-    """Make ``services.session_renew`` find the given sessions deleted, as if another operator was faster."""
+    """Make the renewal find the given sessions deleted, as if another operator was faster."""
     doomed = set()
-    renew = sessions_admin_admin.services.session_renew
+    renew_many = sessions_admin_admin.services.session_renew_many
 
-    def delete_then_renew(*, session_id):
-        if session_id in doomed:
-            Session.objects.filter(pk=session_id).delete()
-        return renew(session_id=session_id)
+    def delete_then_renew(*, session_ids):
+        Session.objects.filter(pk__in=doomed).delete()
+        return renew_many(session_ids=session_ids)
 
-    monkeypatch.setattr(sessions_admin_admin.services, "session_renew", delete_then_renew)
+    monkeypatch.setattr(sessions_admin_admin.services, "session_renew_many", delete_then_renew)
     return doomed
 
 
