@@ -15,7 +15,7 @@ against a slow database would pile up one thread and one connection attempt
 per request, each lingering past its deadline.
 
 A healthy answer is reused for ``SESSIONS_HEALTH_CACHE_MS`` (1 s by default, per
-process): the counts read the whole table, about 0.1 s of database time at a
+process), with the timestamp of the instant it counted at: the counts read the whole table, about 0.1 s of database time at a
 million sessions, and nothing else stops an unauthenticated flood of health
 checks from keeping the database busy counting. Failures are never reused, so
 a database that comes back is seen by the next request.
@@ -59,7 +59,7 @@ _lock = threading.Lock()
 _latest: _Probe | None = None
 
 
-def _probe_on_thread(now: datetime, deadline_seconds: float) -> dict:
+def _probe_on_thread(now: datetime, deadline_seconds: float) -> tuple[dict, datetime]:
     global _latest
     with _lock:
         if _latest is None or _latest.finished.is_set():
@@ -69,27 +69,31 @@ def _probe_on_thread(now: datetime, deadline_seconds: float) -> dict:
         raise ProbeTimedOut(f"no answer from the database within {deadline_seconds:g} s")
     if probe.error is not None:
         raise probe.error
-    return probe.counts
+    return probe.counts, probe.now
 
 
-_healthy: tuple[float, dict] | None = None  # (monotonic time, counts) of the last success
+# (monotonic time, counts, the instant they describe) of the last success
+_healthy: tuple[float, dict, datetime] | None = None
 _monotonic = time.monotonic
 
 
-def database_stats(*, now: datetime) -> dict:
-    """Return ``session_stats`` at ``now``, or a healthy answer at most ``SESSIONS_HEALTH_CACHE_MS`` old.
+def database_stats(*, now: datetime) -> tuple[dict, datetime]:
+    """Return ``session_stats`` and the instant they count at.
 
-    Raise a ``DatabaseError`` if the database fails or is late.
+    That is ``now``, or an earlier instant: a healthy answer at most
+    ``SESSIONS_HEALTH_CACHE_MS`` old is reused, and a request that joins a
+    probe in flight gets the probe's counts. Raise a ``DatabaseError`` if the
+    database fails or is late.
     """
     global _healthy
     reuse_seconds = settings.SESSIONS_HEALTH_CACHE_MS / 1000
     last = _healthy
     if reuse_seconds and last is not None and _monotonic() - last[0] < reuse_seconds:
-        return last[1]
+        return last[1], last[2]
     deadline_ms = settings.SESSIONS_HEALTH_TIMEOUT_MS
     if deadline_ms:
-        counts = _probe_on_thread(now, deadline_ms / 1000)
+        counts, counted_at = _probe_on_thread(now, deadline_ms / 1000)
     else:
-        counts = selectors.session_stats(now=now)
-    _healthy = (_monotonic(), counts)
-    return counts
+        counts, counted_at = selectors.session_stats(now=now), now
+    _healthy = (_monotonic(), counts, counted_at)
+    return counts, counted_at

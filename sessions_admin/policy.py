@@ -44,8 +44,16 @@ def default_timeout() -> Timeout:
 
 
 def clock() -> datetime:
-    """Read the clock: the one place requests and commands take ``now`` from."""
-    return timezone.now()
+    """Read the clock: the one place requests and commands take ``now`` from.
+
+    The reading is cut to whole milliseconds, the precision of every instant
+    the API shows. Stored instants are ``now`` plus whole minutes, so they are
+    exactly what is shown: a session still active always has a
+    ``timeRemaining`` of at least 1 ms, and no active session shows the same
+    ``expiresAt`` as an expired one.
+    """
+    now = timezone.now()
+    return now.replace(microsecond=now.microsecond - now.microsecond % 1000)
 
 
 def cap_for(created_at: datetime, timeout: Timeout) -> datetime:

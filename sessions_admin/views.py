@@ -302,10 +302,10 @@ class HealthView(ApiView):
     )
     def get(self, request):
         now = policy.clock()
-        timestamp = policy.format_datetime(now)
         try:
-            counts = health.database_stats(now=now)
+            counts, counted_at = health.database_stats(now=now)
         except DatabaseError as exc:
+            timestamp = policy.format_datetime(now)
             logger.warning("Health check: database unreachable: %s", exc)
             # The envelope lets API clients surface this as an error with a code.
             body = error_body("SERVICE_UNAVAILABLE", DATABASE_UNAVAILABLE)
@@ -317,7 +317,8 @@ class HealthView(ApiView):
                 "status": "healthy",
                 "activeSessions": counts["active"],
                 "expiringSoon": counts["near_expiration"],
-                "timestamp": timestamp,
+                # The counts may be a reused answer: the instant they were taken at.
+                "timestamp": policy.format_datetime(counted_at),
                 "database": "ok",
             }
         )

@@ -73,6 +73,8 @@ def test_health_reports_unreachable_database(api_client, database_down):
 # -- helpers ------------------------------------------------------------------
 
 T0 = datetime(2026, 11, 27, 10, 0, 0, 123456, tzinfo=UTC)
+# The service reads the clock at whole milliseconds: what it stores is what it shows.
+T0_READ = datetime(2026, 11, 27, 10, 0, 0, 123000, tzinfo=UTC)
 AGENT = "3c90c3cc-0d44-4b50-8888-8dd25736052a"
 USER = "0b6e7f49-5c55-4a4c-9d0e-2f7c1c3f9a11"
 
@@ -127,8 +129,22 @@ def test_create_returns_full_session_info(api_client, clock):
     }
     assert uuid.UUID(body["sessionId"]).version == 4
     stored = Session.objects.get(pk=body["sessionId"])
-    assert stored.expires_at == T0 + timedelta(minutes=30)
-    assert stored.created_at == stored.last_activity == T0
+    assert stored.expires_at == T0_READ + timedelta(minutes=30)
+    assert stored.created_at == stored.last_activity == T0_READ
+
+
+def test_the_last_millisecond_of_a_session_is_shown_as_one(api_client, clock):
+    """Instants are stored as read, at whole milliseconds: active means timeRemaining ≥ 1."""
+    created = create(api_client, timeoutConfig={"timeoutMinutes": 5})
+    # 0.4 ms before the end (T0 is 0.456 ms past T0_READ).
+    clock.shift(timedelta(minutes=5) - timedelta(microseconds=456 + 400))
+    body = api_client.get(session_url(created["sessionId"])).json()
+    assert body["expiresAt"] == created["expiresAt"] == iso(T0_READ + timedelta(minutes=5))
+    assert (body["timeRemaining"], body["isNearExpiration"]) == (1, True)
+    clock.shift(timedelta(microseconds=400))  # exactly at the end
+    response = api_client.get(session_url(created["sessionId"]))
+    assert response.status_code == 410
+    assert response.json()["error"]["details"]["expiresAt"] == created["expiresAt"]
 
 
 def test_create_with_metadata_and_timeout_config(api_client, clock):
@@ -303,7 +319,7 @@ def test_heartbeat_on_expired_session_is_410_and_changes_nothing(api_client, clo
     assert response.status_code == 410
     assert response.json()["error"]["code"] == "SESSION_EXPIRED"
     stored = Session.objects.get(pk=created["sessionId"])
-    assert stored.last_activity == T0 and stored.renewal_count == 0
+    assert stored.last_activity == T0_READ and stored.renewal_count == 0
 
 
 def test_heartbeat_unknown_session_is_404(api_client):
@@ -344,7 +360,7 @@ def test_renew_at_the_cap_is_422(api_client, clock):
     assert error["code"] == "SESSION_RENEWAL_FAILED"
     assert error["details"]["sessionId"] == created["sessionId"]
     stored = Session.objects.get(pk=created["sessionId"])
-    assert stored.renewal_count == 0 and stored.last_activity == T0
+    assert stored.renewal_count == 0 and stored.last_activity == T0_READ
 
 
 def test_renew_expired_is_410_and_unknown_is_404(api_client, clock):

@@ -6,14 +6,17 @@ against an unreachable PostgreSQL.
 
 import threading
 import time
+from datetime import UTC, datetime, timedelta
 
 import pytest
+import time_machine
 from rest_framework.test import APIClient
 
 from sessions_admin import health, policy, selectors
 from tests.factories import SessionFactory
 
 HEALTH = "/api/messaging/sessions/health"
+T0 = datetime(2026, 11, 27, 10, 0, 0, tzinfo=UTC)
 
 
 @pytest.mark.django_db
@@ -130,6 +133,28 @@ def test_a_healthy_answer_is_reused_briefly(api_client, reuse_for_a_second, monk
     clock[0] += 0.02
 
     assert api_client.get(HEALTH).json()["activeSessions"] == 2
+
+
+@pytest.mark.django_db
+def test_a_reused_answer_keeps_the_timestamp_of_its_counts(api_client, reuse_for_a_second, monkeypatch):
+    """The counts of a reused answer are those of an earlier instant: the timestamp says which."""
+    monkeypatch.setattr(
+        selectors,
+        "session_stats",
+        lambda *, now: {"total": 0, "active": 0, "expired": 0, "near_expiration": 0},
+    )
+    seconds = [1000.0]
+    monkeypatch.setattr(health, "_monotonic", lambda: seconds[0])
+    with time_machine.travel(T0, tick=False) as traveller:
+        first = api_client.get(HEALTH).json()
+        traveller.shift(timedelta(milliseconds=500))
+        seconds[0] += 0.5
+        reused = api_client.get(HEALTH).json()
+        traveller.shift(timedelta(milliseconds=600))  # past the second: counted again
+        seconds[0] += 0.6
+        fresh = api_client.get(HEALTH).json()
+    assert first["timestamp"] == reused["timestamp"] == "2026-11-27T10:00:00.000Z"
+    assert fresh["timestamp"] == "2026-11-27T10:00:01.100Z"
 
 
 @pytest.mark.django_db

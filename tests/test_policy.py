@@ -54,6 +54,18 @@ def test_clock_reads_the_current_time_once_in_utc():
         assert policy.clock().utcoffset() == timedelta(0)
 
 
+@pytest.mark.parametrize("microseconds", [0, 1, 400, 999])
+def test_clock_reads_whole_milliseconds(microseconds):
+    """What is stored is what the API shows, so an active session has at least 1 ms left."""
+    with time_machine.travel(T0 + microseconds * US, tick=False):
+        now = policy.clock()
+    assert now == T0
+    expires_at = now + minutes(30)
+    shown = policy.format_datetime(expires_at)
+    assert shown == "2026-11-27T10:30:00.123Z"
+    assert datetime.fromisoformat(shown) == expires_at
+
+
 # -- cap and expiry --------------------------------------------------------------
 
 
