@@ -5,6 +5,7 @@
 
 import json
 import logging
+from datetime import datetime
 
 from django.conf import settings
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
@@ -58,15 +59,17 @@ STATUS_FOR_DOMAIN_ERROR = {
 DATABASE_UNAVAILABLE = "The database is unavailable; try again shortly"
 
 
-def error_body(code: str, message: str, details: dict | None = None) -> dict:
-    """Return the error envelope."""
+def error_body(
+    code: str, message: str, details: dict | None = None, *, at: datetime | None = None
+) -> dict:
+    """Return the error envelope; its timestamp is ``at``, the request's instant if it read one."""
     return {
         "success": False,
         "error": {
             "code": code,
             "message": message,
             "details": details or {},
-            "timestamp": policy.format_datetime(policy.clock()),
+            "timestamp": policy.format_datetime(at or policy.clock()),
         },
     }
 
@@ -144,7 +147,7 @@ def api_exception_handler(exc, context):
                 message = f"Invalid value for field '{exc.field}': {message}"
             details["fields"] = {exc.field: [message]}
         set_rollback()
-        return Response(error_body(exc.code, message, details), status=status)
+        return Response(error_body(exc.code, message, details, at=exc.at), status=status)
 
     if isinstance(exc, RequestDataTooBig):
         return Response(

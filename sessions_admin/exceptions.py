@@ -8,42 +8,52 @@ from datetime import datetime
 
 
 class SessionError(Exception):
-    """Base class for session domain errors."""
+    """Base class for session domain errors.
+
+    ``at`` is the request's reading of the clock when the error was found
+    after it (an expiry is decided at an instant), so that the error's answer
+    uses that instant too; ``None`` when no clock was read.
+    """
 
     code = "SESSION_ERROR"
 
-    def __init__(self, message: str, *, details: dict | None = None):
+    def __init__(self, message: str, *, details: dict | None = None, at: datetime | None = None):
         super().__init__(message)
         self.message = message
         self.details = details or {}
+        self.at = at
 
 
 class SessionNotFound(SessionError):
     code = "SESSION_NOT_FOUND"
 
-    def __init__(self, session_id):
-        super().__init__(f"Session {session_id} not found", details={"sessionId": str(session_id)})
+    def __init__(self, session_id, *, at: datetime | None = None):
+        super().__init__(
+            f"Session {session_id} not found", details={"sessionId": str(session_id)}, at=at
+        )
 
 
 class SessionExpired(SessionError):
     code = "SESSION_EXPIRED"
 
-    def __init__(self, session_id, expires_at: datetime):
+    def __init__(self, session_id, expires_at: datetime, *, at: datetime | None = None):
         from sessions_admin.policy import format_datetime
 
         super().__init__(
             f"Session {session_id} has expired",
             details={"sessionId": str(session_id), "expiresAt": format_datetime(expires_at)},
+            at=at,
         )
 
 
 class SessionRenewalFailed(SessionError):
     code = "SESSION_RENEWAL_FAILED"
 
-    def __init__(self, session_id, reason: str):
+    def __init__(self, session_id, reason: str, *, at: datetime | None = None):
         super().__init__(
             f"Session {session_id} cannot be renewed: {reason}",
             details={"sessionId": str(session_id), "reason": reason},
+            at=at,
         )
 
 
@@ -65,8 +75,8 @@ class InvalidInput(SessionError):
 
     code = "VALIDATION_ERROR"
 
-    def __init__(self, field: str, message: str):
-        super().__init__(message, details={"field": field})
+    def __init__(self, field: str, message: str, *, at: datetime | None = None):
+        super().__init__(message, details={"field": field}, at=at)
         self.field = field
 
 

@@ -211,7 +211,7 @@ def session_get(*, session_id: UUID, now: datetime) -> Session:
     try:
         session = Session.objects.select_related("timeout_config").get(pk=session_id)
     except Session.DoesNotExist:
-        raise SessionNotFound(session_id) from None
+        raise SessionNotFound(session_id, at=now) from None
     if policy.is_expired(session.expires_at, now=now):
-        raise SessionExpired(session.session_id, session.expires_at)
+        raise SessionExpired(session.session_id, session.expires_at, at=now)
     return session

@@ -27,11 +27,11 @@ from sessions_admin.pruning import retry_if_config_pruned
 from sessions_admin.pruning import session_prune_expired as session_prune_expired
 
 
-def _validated(timeout: policy.Timeout) -> policy.Timeout:
+def _validated(timeout: policy.Timeout, *, now: datetime) -> policy.Timeout:
     problems = policy.timeout_violations(timeout)
     if problems:
         field, message = problems[0]
-        raise InvalidTimeout(field, message)
+        raise InvalidTimeout(field, message, at=now)
     return timeout
 
 
@@ -52,7 +52,7 @@ def _locked_session(session_id: UUID) -> Session:
 
 def _ensure_active(session: Session, *, now: datetime) -> None:
     if policy.is_expired(session.expires_at, now=now):
-        raise SessionExpired(session.session_id, session.expires_at)
+        raise SessionExpired(session.session_id, session.expires_at, at=now)
 
 
 @retry_if_config_pruned
@@ -65,7 +65,7 @@ def session_create(
     now: datetime,
 ) -> Session:
     """Create a session that starts at ``now``."""
-    timeout = _validated(timeout or policy.default_timeout())
+    timeout = _validated(timeout or policy.default_timeout(), now=now)
     config = TimeoutConfig.for_timeout(timeout)
     return Session.objects.create(
         agent_id=agent_id,
@@ -92,7 +92,7 @@ def _apply_activity(session: Session, *, now: datetime, force_renew: bool) -> li
         new_expiry = policy.renewed_expiry(session.created_at, session.expires_at, timeout, now=now)
     if force_renew and new_expiry is None:
         raise SessionRenewalFailed(
-            session.session_id, "the maximum session duration has been reached"
+            session.session_id, "the maximum session duration has been reached", at=now
         )
     # The lock orders writers; max() keeps lastActivity monotonic all the same.
     session.last_activity = max(now, session.last_activity)
@@ -198,11 +198,12 @@ def session_update_timeout(*, session_id: UUID, changes: dict) -> tuple[Session,
         session = _locked_session(session_id)
         now = policy.clock()
         _ensure_active(session, now=now)
-        timeout = _validated(session.timeout.with_changes(**changes))
+        timeout = _validated(session.timeout.with_changes(**changes), now=now)
         if policy.cap_for(session.created_at, timeout) <= now:
             raise SessionRenewalFailed(
                 session.session_id,
                 "the new maximum duration ends before now; delete the session to end it",
+                at=now,
             )
         session.timeout_config = TimeoutConfig.for_timeout(timeout)
         session.expires_at = policy.expiry_for(session.created_at, timeout, now=now)

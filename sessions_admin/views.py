@@ -110,13 +110,14 @@ class SessionCollectionView(ApiView):
         tags=TAGS,
     )
     def get(self, request):
-        now = policy.clock()
         query = SessionListQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
         ordering = selectors.Ordering(query.validated_data["ordering"])
         cursor = None
         if "cursor" in query.validated_data:
             cursor = selectors.Cursor.decode(query.validated_data["cursor"], ordering=ordering)
+        # Read once the request is known to be valid: a refusal's envelope reads it instead.
+        now = policy.clock()
         page = selectors.session_list(
             now=now,
             filters=query.filters(),
@@ -142,9 +143,9 @@ class SessionCollectionView(ApiView):
         tags=TAGS,
     )
     def post(self, request):
-        now = policy.clock()
         body = SessionCreateSerializer(data=request.data)
         body.is_valid(raise_exception=True)
+        now = policy.clock()
         session = services.session_create(
             agent_id=body.validated_data["agentId"],
             user_id=body.validated_data["userId"],
@@ -305,12 +306,16 @@ class HealthView(ApiView):
         try:
             counts, counted_at = health.database_stats(now=now)
         except DatabaseError as exc:
-            timestamp = policy.format_datetime(now)
             logger.warning("Health check: database unreachable: %s", exc)
             # The envelope lets API clients surface this as an error with a code.
-            body = error_body("SERVICE_UNAVAILABLE", DATABASE_UNAVAILABLE)
-            body["error"]["timestamp"] = timestamp
-            body.update({"status": "unhealthy", "database": "unreachable", "timestamp": timestamp})
+            body = error_body("SERVICE_UNAVAILABLE", DATABASE_UNAVAILABLE, at=now)
+            body.update(
+                {
+                    "status": "unhealthy",
+                    "database": "unreachable",
+                    "timestamp": body["error"]["timestamp"],
+                }
+            )
             return Response(body, status=503)
         return Response(
             {

@@ -11,7 +11,7 @@ from django.db import OperationalError, connections
 from sessions_admin import policy, pruning
 from sessions_admin.models import Session, TimeoutConfig
 from sessions_admin.pruning import CONFIG_PRUNED_ATTEMPTS
-from tests.factories import SessionFactory
+from tests.factories import SessionFactory, TimeoutConfigFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -543,6 +543,39 @@ def test_each_request_reads_the_clock_once(
     assert info["timeRemaining"] == (expected_expiry - now) // timedelta(milliseconds=1)
     assert info["lastActivity"] == iso(T0 if last_activity == "created" else now)
     assert Session.objects.get(pk=created["sessionId"]).expires_at == expected_expiry
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "status"),
+    [
+        ("get", "{expired}", None, 410),
+        ("post", "{expired}/heartbeat", None, 410),
+        ("post", "{capped}/renew", None, 422),
+        ("patch", "{live}/timeout", {"warningThresholdMinutes": 100}, 400),
+        ("get", "00000000-0000-4000-8000-000000000000", None, 404),
+        ("get", "?limit=0", None, 400),
+        ("post", "", {"agentId": "nope", "userId": USER}, 400),
+    ],
+    ids=["get expired", "heartbeat expired", "renew at the cap", "patch breaking a rule",
+         "get unknown", "list with a bad limit", "create with a bad id"],
+)
+def test_an_error_reads_the_clock_once(admin_api, clock_readings, method, path, body, status):
+    """The envelope's timestamp is the instant the request decided by, not a second reading."""
+    sessions = {
+        "expired": SessionFactory(now=T0, expired=True),
+        "capped": SessionFactory(
+            now=T0, timeout_config=TimeoutConfigFactory(timeout_minutes=30, max_duration_minutes=30)
+        ),
+        "live": SessionFactory(now=T0),
+    }
+    clock_readings.clear()
+    url = BASE + ("" if not path or path.startswith("?") else "/") + path.format(
+        **{name: session.pk for name, session in sessions.items()}
+    )
+    response = getattr(admin_api, method)(url, body, format="json")
+    assert response.status_code == status, response.json()
+    assert clock_readings == [T0]
+    assert response.json()["error"]["timestamp"] == iso(T0)
 
 
 def test_health_reads_the_clock_once(api_client, clock_readings):
