@@ -666,6 +666,8 @@ class SessionAdmin(OwnFiltersOnly, RefuseMalformedSelection, admin.ModelAdmin):
     def _summary_changed(request) -> None:
         # Kept in the operator's session, so that no worker shows them a
         # summary from before their change (each keeps its own without Redis).
+        # Called once the change has committed: a summary counted while it was
+        # under way would otherwise pass for one counted after it.
         request.session[_CHANGED_AT] = policy.clock().isoformat()
 
     @staticmethod
@@ -807,10 +809,6 @@ class SessionAdmin(OwnFiltersOnly, RefuseMalformedSelection, admin.ModelAdmin):
             )
             self._summary_changed(request)
 
-    def log_deletions(self, request, queryset):
-        # Every deletion (the list's action, the session page's button) is logged here.
-        self._summary_changed(request)
-        return super().log_deletions(request, queryset)
 
     @staticmethod
     def _sessions_phrase(count: int) -> str:
@@ -854,14 +852,17 @@ class SessionAdmin(OwnFiltersOnly, RefuseMalformedSelection, admin.ModelAdmin):
         self._expire(request, sessions)
 
     def _expire(self, request, sessions) -> None:
-        ended, now = services.session_expire_now(session_ids=[s.pk for s in sessions])
+        ended, already_expired, now = services.session_expire_now(
+            session_ids=[s.pk for s in sessions]
+        )
         self._log_changes(request, ended, f"Expired now ({policy.format_datetime(now)}).")
-        expired = len(ended)
-        level = messages.SUCCESS if expired else messages.WARNING
-        message = f"Expired {self._sessions_phrase(expired)}."
-        untouched = len(sessions) - expired
-        if untouched:
-            message += f" {self._sessions_phrase(untouched)} already expired."
+        level = messages.SUCCESS if ended else messages.WARNING
+        message = f"Expired {self._sessions_phrase(len(ended))}."
+        if already_expired:
+            message += f" {self._sessions_phrase(already_expired)} already expired."
+        deleted = len(sessions) - len(ended) - already_expired
+        if deleted:
+            message += f" {self._sessions_phrase(deleted)} deleted meanwhile."
         self.message_user(request, message, level)
 
     @admin.action(description="Delete selected sessions", permissions=["delete"])
@@ -874,6 +875,7 @@ class SessionAdmin(OwnFiltersOnly, RefuseMalformedSelection, admin.ModelAdmin):
             return django_delete_selected(self, request, queryset.filter(pk__in=[s.pk for s in sessions]))
         self.log_deletions(request, sessions)
         deleted = services.session_delete_many(session_ids=[s.pk for s in sessions])
+        self._summary_changed(request)
         self.message_user(request, f"Deleted {self._sessions_phrase(deleted)}.", messages.SUCCESS)
         return None
 
@@ -898,6 +900,15 @@ class SessionAdmin(OwnFiltersOnly, RefuseMalformedSelection, admin.ModelAdmin):
 
     def delete_queryset(self, request, queryset):
         services.session_delete_many(session_ids=queryset.values_list("pk", flat=True))
+        self._summary_changed(request)
+
+    def delete_view(self, request, object_id, extra_context=None):
+        response = super().delete_view(request, object_id, extra_context)
+        if request.method == "POST":
+            # After Django's transaction around the deletion has committed: a
+            # summary counted before then must not pass for one counted after.
+            self._summary_changed(request)
+        return response
 
     # -- The session page's own buttons: renew or expire this session.
 

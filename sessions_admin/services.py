@@ -224,8 +224,11 @@ def session_delete_many(*, session_ids: Iterable[UUID]) -> int:
     return per_model.get(Session._meta.label, 0)
 
 
-def session_expire_now(*, session_ids: Iterable[UUID]) -> tuple[list[Session], datetime]:
-    """End those of the given sessions that are still active; return them and the instant.
+def session_expire_now(*, session_ids: Iterable[UUID]) -> tuple[list[Session], int, datetime]:
+    """End those of the given sessions that are still active.
+
+    Return the sessions ended, how many of the others exist (already expired:
+    the rest were deleted), and the instant.
 
     The rows are locked before the clock is read: a session created, or a
     heartbeat committed, while the caller was choosing them is never given an
@@ -243,4 +246,4 @@ def session_expire_now(*, session_ids: Iterable[UUID]) -> tuple[list[Session], d
         Session.objects.filter(pk__in=[s.pk for s in ended]).update(expires_at=now)
     for session in ended:
         session.expires_at = now
-    return ended, now
+    return ended, len(sessions) - len(ended), now

@@ -298,6 +298,58 @@ def test_a_deletion_from_the_session_page_is_counted_on_the_next_page(
     assert summary_counts(response)["total"] == 2
 
 
+@pytest.fixture
+def counted_during_deletion(monkeypatch):
+    """Make another operator's page count the sessions while a deletion is under way.
+
+    ``counted_during_deletion(name, traveller)`` wraps ``services.<name>``: the
+    clock moves on, another staff user loads the list (counting the sessions
+    before they go, after the shared summary had expired), the clock moves on
+    again, and the deletion goes ahead.
+    """
+    from sessions_admin import services
+
+    other = Client()
+    other.force_login(get_user_model().objects.create_user("other", is_staff=True, is_superuser=True))
+
+    def wrap(name, traveller):
+        delete = getattr(services, name)
+
+        def counted_meanwhile(**kwargs):
+            cache.delete(sessions_admin_admin._SUMMARY_CACHE_KEY)
+            traveller.shift(timedelta(seconds=1))
+            assert other.get(CHANGELIST).status_code == 200
+            traveller.shift(timedelta(seconds=1))
+            return delete(**kwargs)
+
+        monkeypatch.setattr(services, name, counted_meanwhile)
+
+    return wrap
+
+
+def test_a_deletion_is_counted_even_if_another_page_counted_while_it_ran(
+    operator_client, mixed, summary_reuse, counted_during_deletion
+):
+    with time_machine.travel(NOW + timedelta(seconds=1), tick=False) as traveller:
+        counted_during_deletion("session_delete_many", traveller)
+        response = post_action(
+            operator_client, "delete_selected", [mixed["active"], mixed["near"]], post="yes"
+        )
+        traveller.shift(timedelta(seconds=1))
+        assert summary_counts(response)["total"] == 1
+        assert summary_counts(operator_client.get(CHANGELIST))["total"] == 1
+
+
+def test_a_deletion_from_the_session_page_is_counted_even_if_another_page_counted_meanwhile(
+    operator_client, mixed, summary_reuse, counted_during_deletion
+):
+    url = reverse("admin:sessions_admin_session_delete", args=[mixed["expired"].pk])
+    with time_machine.travel(NOW + timedelta(seconds=1), tick=False) as traveller:
+        counted_during_deletion("session_delete", traveller)
+        response = operator_client.post(url, {"post": "yes"}, follow=True)
+        assert summary_counts(response)["total"] == 2
+
+
 def test_an_action_that_changes_nothing_keeps_the_summary(operator_client, mixed, summary_reuse):
     operator_client.get(CHANGELIST)
     post_action(operator_client, "expire_selected", [mixed["expired"]])  # already expired
@@ -809,6 +861,26 @@ def test_expire_action(operator_client, operator, frozen):
     entries = LogEntry.objects.filter(action_flag=CHANGE, user=operator)
     assert sorted(entries.values_list("object_id", flat=True)) == sorted(str(s.pk) for s in active)
     assert summary_counts(response)["expired"] == 3
+
+
+def test_expire_action_counts_a_session_deleted_meanwhile_apart(
+    operator_client, operator, frozen, monkeypatch
+):
+    active, gone = SessionFactory.create_batch(2, now=frozen)
+    already = SessionFactory(now=frozen, expired=True)
+    expire_now = sessions_admin_admin.services.session_expire_now
+
+    def delete_then_expire(*, session_ids):
+        Session.objects.filter(pk=gone.pk).delete()  # another operator was faster
+        return expire_now(session_ids=session_ids)
+
+    monkeypatch.setattr(sessions_admin_admin.services, "session_expire_now", delete_then_expire)
+    response = post_action(operator_client, "expire_selected", [active, gone, already])
+    assert messages_of(response) == [
+        "Expired 1 session. 1 session already expired. 1 session deleted meanwhile."
+    ]
+    entries = LogEntry.objects.filter(action_flag=CHANGE, user=operator)
+    assert list(entries.values_list("object_id", flat=True)) == [str(active.pk)]
 
 
 def test_expire_action_never_ends_a_session_before_it_began(operator_client, frozen):
