@@ -16,7 +16,10 @@ pytestmark = [pytest.mark.postgres, pytest.mark.server]
 
 # What each benchmark's table must show: its header and one row per contender.
 EXPECTED_ROWS = {
-    "admin.py": ["| reusing / counting", "| list, first page", "| search: one agent", "| session page"],
+    "admin.py": [
+        "| reusing / counting", "| list, first page", "| search: one agent", "| session page",
+        "| renew selected", "| expire selected now",
+    ],
     "health.py": ["| off (0)", "| 1,000 ms"],
     "list.py": ["| floor / SQL", "| first page", "| page at 90%", "| agentId filter"],
     "load.py": ["| create", "| get", "| heartbeat", "| list (100/page)", "| mixed"],
