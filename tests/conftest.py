@@ -4,6 +4,7 @@ import os
 from io import StringIO
 
 import pytest
+from django.contrib.auth.models import Permission
 from django.db import connection
 from rest_framework.test import APIClient
 
@@ -48,6 +49,45 @@ def staff_user(django_user_model):
     return django_user_model.objects.create_user(
         username="operator", password="operator-pass-123", is_staff=True
     )
+
+
+@pytest.fixture
+def operator(django_user_model):
+    """A staff user with the session permissions an operator has (not a superuser)."""
+    user = django_user_model.objects.create_user(
+        username="operator", password="operator-pass-123", is_staff=True
+    )
+    user.user_permissions.set(
+        Permission.objects.filter(
+            content_type__app_label="sessions_admin",
+            codename__in=["view_session", "change_session", "delete_session"],
+        )
+    )
+    return user
+
+
+@pytest.fixture
+def operator_client(client, operator):
+    """The Django test client, signed in as ``operator``."""
+    client.force_login(operator)
+    return client
+
+
+@pytest.fixture
+def deleted_before_its_renewal(monkeypatch):
+    """Make a renewal find the given session ids deleted, as if another operator was faster."""
+    from sessions_admin import services
+    from sessions_admin.models import Session
+
+    doomed = set()
+    renew_many = services.session_renew_many
+
+    def delete_then_renew(*, session_ids):
+        Session.objects.filter(pk__in=doomed).delete()
+        return renew_many(session_ids=session_ids)
+
+    monkeypatch.setattr(services, "session_renew_many", delete_then_renew)
+    return doomed
 
 
 @pytest.fixture

@@ -39,27 +39,6 @@ def frozen():
         yield NOW
 
 
-@pytest.fixture
-def operator(django_user_model):
-    """A staff user with the session permissions an operator has (not a superuser)."""
-    user = django_user_model.objects.create_user(
-        username="operator", password="operator-pass-123", is_staff=True
-    )
-    user.user_permissions.set(
-        Permission.objects.filter(
-            content_type__app_label="sessions_admin",
-            codename__in=["view_session", "change_session", "delete_session"],
-        )
-    )
-    return user
-
-
-@pytest.fixture
-def operator_client(client, operator):
-    client.force_login(operator)
-    return client
-
-
 def change_url(session):
     return reverse("admin:sessions_admin_session_change", args=[session.pk])
 
@@ -1055,20 +1034,6 @@ def test_session_page_buttons_on_an_unknown_id_are_404(operator_client, frozen, 
     assert operator_client.post(url).status_code == 404
     assert Session.objects.get(pk=session.pk).expires_at == session.expires_at
     assert not LogEntry.objects.exists()
-
-
-@pytest.fixture
-def deleted_before_its_renewal(monkeypatch):
-    """Make the renewal find the given sessions deleted, as if another operator was faster."""
-    doomed = set()
-    renew_many = sessions_admin_admin.services.session_renew_many
-
-    def delete_then_renew(*, session_ids):
-        Session.objects.filter(pk__in=doomed).delete()
-        return renew_many(session_ids=session_ids)
-
-    monkeypatch.setattr(sessions_admin_admin.services, "session_renew_many", delete_then_renew)
-    return doomed
 
 
 def test_renew_action_reports_a_session_deleted_meanwhile(

@@ -9,13 +9,11 @@ from unittest import mock
 import pytest
 import time_machine
 from django.contrib.admin.models import CHANGE, LogEntry
-from django.contrib.auth.models import Permission
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
-from sessions_admin import admin as sessions_admin_admin
 from sessions_admin import policy, services
 from sessions_admin.exceptions import SessionExpired, SessionNotFound, SessionRenewalFailed
 from sessions_admin.models import Session
@@ -33,26 +31,6 @@ MINUTE = timedelta(minutes=1)
 def frozen():
     with time_machine.travel(NOW, tick=False):
         yield NOW
-
-
-@pytest.fixture
-def operator(django_user_model):
-    user = django_user_model.objects.create_user(
-        username="operator", password="operator-pass-123", is_staff=True
-    )
-    user.user_permissions.set(
-        Permission.objects.filter(
-            content_type__app_label="sessions_admin",
-            codename__in=["view_session", "change_session", "delete_session"],
-        )
-    )
-    return user
-
-
-@pytest.fixture
-def operator_client(client, operator):
-    client.force_login(operator)
-    return client
 
 
 def post_renew(client, sessions):
@@ -214,28 +192,14 @@ def test_the_service_runs_as_many_queries_for_two_hundred_sessions_as_for_ten(fr
 # -- The admin action.
 
 
-@pytest.fixture
-def deleted_before_their_renewal(monkeypatch):
-    """Sessions deleted after the action selected them, as if another operator was faster."""
-    doomed = set()
-    renew_many = services.session_renew_many
-
-    def delete_then_renew(*, session_ids):
-        Session.objects.filter(pk__in=doomed).delete()
-        return renew_many(session_ids=session_ids)
-
-    monkeypatch.setattr(sessions_admin_admin.services, "session_renew_many", delete_then_renew)
-    return doomed
-
-
 def test_a_mixed_selection_reports_each_reason_and_logs_only_the_renewed(
-    operator_client, operator, frozen, deleted_before_their_renewal
+    operator_client, operator, frozen, deleted_before_its_renewal
 ):
     renewable = SessionFactory.create_batch(3, now=NOW, near_expiration=True)
     expired = SessionFactory.create_batch(2, now=NOW, expired=True)
     capped = SessionFactory(now=NOW, timeout_config=TimeoutConfigFactory(max_duration_minutes=30))
     gone = SessionFactory.create_batch(2, now=NOW, near_expiration=True)
-    deleted_before_their_renewal.update(s.pk for s in gone)
+    deleted_before_its_renewal.update(s.pk for s in gone)
     with time_machine.travel(NOW + timedelta(seconds=5), tick=False):
         response = post_renew(operator_client, [*renewable, *expired, capped, *gone])
     assert messages_of(response) == [
