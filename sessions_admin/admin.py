@@ -45,6 +45,7 @@ from django.utils.html import format_html
 from django.views.decorators.http import require_POST
 
 from sessions_admin import policy, services
+from sessions_admin.cache_guard import CacheUnavailable, cache_in_use
 from sessions_admin.exceptions import SessionExpired, SessionNotFound, SessionRenewalFailed
 from sessions_admin.models import Session
 from sessions_admin.throttling import SignInFailures
@@ -137,18 +138,19 @@ class SessionSummary:
         if not seconds:
             return cls.at(now)
         try:
-            cached = cache.get(_SUMMARY_CACHE_KEY)
-        except Exception:  # any cache backend error
-            logger.warning("Could not read the admin summary from the cache", exc_info=True)
+            with cache_in_use("Could not read the admin summary", logger):
+                cached = cache.get(_SUMMARY_CACHE_KEY)
+        except CacheUnavailable:
             cached = None
         if isinstance(cached, dict) and cached.keys() == _SUMMARY_FIELDS:
             if taken_after is None or cached["now"] > taken_after:
                 return cls(**cached)
         summary = cls.at(now)
         try:
-            cache.set(_SUMMARY_CACHE_KEY, dataclasses.asdict(summary), timeout=seconds)
-        except Exception:
-            logger.warning("Could not store the admin summary in the cache", exc_info=True)
+            with cache_in_use("Could not store the admin summary", logger):
+                cache.set(_SUMMARY_CACHE_KEY, dataclasses.asdict(summary), timeout=seconds)
+        except CacheUnavailable:
+            pass
         return summary
 
     @property

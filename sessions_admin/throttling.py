@@ -20,13 +20,9 @@ from rest_framework.authentication import BasicAuthentication
 from rest_framework.throttling import BaseThrottle
 
 from messaging_project.env import parse_rate
+from sessions_admin.cache_guard import CacheUnavailable, cache_in_use
 
 logger = logging.getLogger(__name__)
-
-# After a cache failure, requests pass unthrottled for this long instead of
-# paying a connection timeout each: an outage of the cache must not become one
-# of the API.
-CACHE_RETRY_SECONDS = 5.0
 
 
 @functools.lru_cache(maxsize=8)
@@ -45,7 +41,6 @@ class ClientRateThrottle(BaseThrottle):
 
     cache_prefix = "throttle:sessions"
     timer = staticmethod(time.time)
-    _cache_down_until = 0.0
 
     def __init__(self):
         self.wait_seconds: float | None = None
@@ -62,19 +57,12 @@ class ClientRateThrottle(BaseThrottle):
             return True
         limit, period = _parsed(rate)
         now = self.timer()
-        if now < ClientRateThrottle._cache_down_until:
-            return True
         window = int(now // period)
         key = f"{self.cache_prefix}:{self.client_ident(request)}:{window}"
         try:
-            count = self._count(key, timeout=period + 1)
-        except Exception as exc:  # any cache backend error: fail open, loudly
-            ClientRateThrottle._cache_down_until = now + CACHE_RETRY_SECONDS
-            logger.warning(
-                "Rate limiting suspended for %.0f s: cache unavailable: %s",
-                CACHE_RETRY_SECONDS,
-                exc,
-            )
+            with cache_in_use("Rate limiting suspended", logger):
+                count = self._count(key, timeout=period + 1)
+        except CacheUnavailable:  # fail open: an outage of the cache is not one of the API
             return True
         if count <= limit:
             return True
@@ -120,8 +108,9 @@ class SignInFailures:
         if self.limit is None:
             return None
         try:
-            failures = cache.get(self.key, 0)
-        except Exception:  # the cache is down: let the sign-in go ahead
+            with cache_in_use("Could not check failed sign-ins", logger):
+                failures = cache.get(self.key, 0)
+        except CacheUnavailable:  # let the sign-in go ahead
             return None
         return self.window_end - self.now if failures >= self.limit else None
 
@@ -129,9 +118,10 @@ class SignInFailures:
         if self.limit is None:
             return
         try:
-            ClientRateThrottle._count(self.key, timeout=self.period + 1)
-        except Exception:
-            logger.warning("Could not record a failed sign-in: cache unavailable")
+            with cache_in_use("Could not record a failed sign-in", logger):
+                ClientRateThrottle._count(self.key, timeout=self.period + 1)
+        except CacheUnavailable:
+            pass
 
 
 class ThrottledBasicAuthentication(BasicAuthentication):

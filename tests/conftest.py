@@ -8,6 +8,8 @@ from django.contrib.auth.models import Permission
 from django.db import connection
 from rest_framework.test import APIClient
 
+from sessions_admin import cache_guard
+
 ADMIN_KEY = "test-admin-key-0123456789"
 CLIENT_KEY = "test-client-key-0123456789"
 
@@ -18,6 +20,14 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "postgres" in item.keywords and not on_postgres:
             item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def cache_in_service():
+    """Each test starts with the cache in use, whatever failure an earlier test caused."""
+    cache_guard.reset()
+    yield
+    cache_guard.reset()
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ import base64
 import json
 import logging
 import socket
+import threading
 import uuid
 
 import pytest
@@ -30,10 +31,8 @@ def throttled(settings, monkeypatch):
     """
     settings.SESSIONS_THROTTLE_RATE = "3/min"
     monkeypatch.setattr(ClientRateThrottle, "timer", staticmethod(lambda: 1_800_000_030.0))
-    ClientRateThrottle._cache_down_until = 0.0
     cache.clear()
     yield settings
-    ClientRateThrottle._cache_down_until = 0.0
 
 
 @pytest.fixture
@@ -187,11 +186,12 @@ def test_sign_in_limit_fails_open_when_the_cache_is_unreachable(
     assert refused.status_code == 200
     assert b"Please enter the correct username and password" in refused.content
     assert (signed_in.status_code, signed_in["Location"]) == (302, "/admin/")
-    # Each failure that could not be counted says so; successes are never counted.
+    # The first use of the cache fails and says so; the cache is then left alone.
     warnings = [
         record.getMessage() for record in caplog.records if record.name == "sessions_admin.throttling"
     ]
-    assert warnings == ["Could not record a failed sign-in: cache unavailable"] * 6
+    assert len(warnings) == 1, warnings
+    assert warnings[0].startswith("Could not check failed sign-ins: cache unavailable, not used for 5 s: ")
 
 
 @pytest.mark.django_db
@@ -510,3 +510,60 @@ def test_http_rate_limit_is_shared_by_workers_through_redis():
     assert body["error"]["code"] == "RATE_LIMITED"
     assert int(headers["retry-after"]) == 1800  # the rest of the frozen hour
     assert body["error"]["details"]["retryAfterSeconds"] == 1800
+
+
+@pytest.fixture
+def silent_cache(settings):
+    """The default cache on a Redis address that accepts connections and never answers.
+
+    Unlike a refused connection, each use costs the whole socket timeout.
+    Returns the list of connections accepted so far.
+    """
+    accepted = []
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(64)
+
+    def accept_and_ignore():
+        while True:
+            try:
+                accepted.append(listener.accept()[0])
+            except OSError:  # closed at the end of the test
+                return
+
+    threading.Thread(target=accept_and_ignore, daemon=True).start()
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django_redis.cache.RedisCache",
+            "LOCATION": f"redis://127.0.0.1:{listener.getsockname()[1]}/0",
+            "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 0.3, "SOCKET_TIMEOUT": 0.3},
+        }
+    }
+    yield accepted
+    listener.close()
+    for connection in accepted:
+        connection.close()
+
+
+@pytest.mark.django_db
+def test_a_cache_that_never_answers_is_waited_for_once_by_every_user_of_it(
+    api_client, client, throttled, silent_cache, staff_user, caplog
+):
+    """Rate limit, sign-in limit and admin summary share one pause: one timeout, not one each."""
+    throttled.SESSIONS_AUTH_FAILURE_RATE = "3/min"
+    throttled.SESSIONS_ADMIN_SUMMARY_CACHE_SECONDS = 10
+    staff_user.is_superuser = True
+    staff_user.save()
+    statuses = [api_client.get(UNKNOWN).status_code for _ in range(3)]
+    statuses += [
+        api_client.get(SESSIONS, HTTP_AUTHORIZATION=basic("operator", "wrong")).status_code
+        for _ in range(3)
+    ]
+    statuses.append(admin_sign_in(client, "operator-pass-123").status_code)
+    statuses += [client.get("/admin/sessions_admin/session/").status_code for _ in range(3)]
+
+    assert statuses == [404] * 3 + [401] * 3 + [302] + [200] * 3
+    assert len(silent_cache) == 1, "the cache was tried again during its pause"
+    assert [r.getMessage().split(":")[0] for r in caplog.records if "cache unavailable" in r.getMessage()] == [
+        "Rate limiting suspended"
+    ]
