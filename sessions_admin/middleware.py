@@ -134,14 +134,23 @@ class ApiErrorMiddleware:
         ):
             return response
         if response.status_code == 404:
-            return error_json_response(404, f"No route matches {request.method} {request.path}")
-        if response.status_code == 405:
+            replaced = error_json_response(404, f"No route matches {request.method} {request.path}")
+        elif response.status_code == 405:
             replaced = error_json_response(405, f"Method {request.method} is not allowed here")
-            if response.has_header("Allow"):
-                replaced["Allow"] = response["Allow"]
-            return replaced
-        message = getattr(response, "reason_phrase", "") or "Request failed"
-        return error_json_response(response.status_code, message)
+        else:
+            message = getattr(response, "reason_phrase", "") or "Request failed"
+            details = {}
+            if response.status_code == 429 and response.get("Retry-After", "").isdigit():
+                details["retryAfterSeconds"] = int(response["Retry-After"])
+            replaced = error_json_response(response.status_code, message, details)
+        # The answer's other headers stand: Allow, Retry-After, WWW-Authenticate,
+        # Vary, the security headers.
+        for name, value in response.items():
+            if name.lower() not in ("content-type", "content-length"):
+                replaced[name] = value
+        for cookie in response.cookies.values():
+            replaced.cookies[cookie.key] = cookie
+        return replaced
 
     def process_exception(self, request, exception):
         api = _is_api(request)

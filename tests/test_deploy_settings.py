@@ -133,6 +133,25 @@ def test_security_headers_on_api_responses(api_client):
 
 
 @pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("method", "path", "body", "status"),
+    [
+        ("get", "/api/no/such/route", None, 404),  # Django's HTML 404, replaced by the envelope
+        ("post", "/api/messaging/sessions", b"x" * (1024 * 1024 + 1), 413),  # refused before the view
+    ],
+    ids=["unknown route", "body too large"],
+)
+def test_security_headers_on_errors_answered_before_or_around_the_views(
+    api_client, method, path, body, status
+):
+    response = getattr(api_client, method)(path, body, content_type="application/json")
+    assert response.status_code == status
+    assert response.json()["success"] is False
+    assert response["X-Frame-Options"] == "DENY"
+    assert response["X-Content-Type-Options"] == "nosniff"
+
+
+@pytest.mark.django_db
 def test_security_headers_on_admin_pages(client):
     response = client.get("/admin/")  # the redirect to the login page
     assert response.status_code == 302

@@ -96,6 +96,26 @@ def test_requests_over_the_rate_get_429_with_retry_after(api_client, throttled):
 
 
 @pytest.mark.django_db
+def test_the_schema_keeps_retry_after_and_www_authenticate_in_its_envelope(
+    api_client, throttled, staff_user
+):
+    """The schema answers YAML, so its errors are put in the envelope around the view."""
+    refused = api_client.get("/api/schema/", HTTP_AUTHORIZATION=basic("operator", "wrong"))
+    assert refused.status_code == 401
+    assert refused.json()["error"]["code"] == "UNAUTHORIZED"
+    assert refused["WWW-Authenticate"] == 'ApiKey header="X-API-KEY"'
+    for _ in range(3):
+        assert api_client.get("/api/schema/").status_code == 200
+    response = api_client.get("/api/schema/")
+    assert response.status_code == 429
+    error = response.json()["error"]
+    assert error["code"] == "RATE_LIMITED"
+    assert response["Retry-After"] == "30"
+    assert error["details"] == {"retryAfterSeconds": 30}
+    assert response["X-Frame-Options"] == "DENY"
+
+
+@pytest.mark.django_db
 def test_each_client_address_has_its_own_budget(api_client, throttled):
     for _ in range(3):
         api_client.get(UNKNOWN, REMOTE_ADDR="10.0.0.1")
