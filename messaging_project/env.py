@@ -120,11 +120,26 @@ def env_host(name: str, default: str) -> str:
 
 
 def env_list(name: str, default: list[str]) -> list[str]:
-    """Return a comma-separated list, blanks dropped."""
+    """Return a comma-separated list, blanks dropped; ``default`` when unset or empty."""
     raw = os.environ.get(name)
-    if raw is None:
+    if raw is None or raw.strip() == "":
         return list(default)
     return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+def env_key(name: str) -> str:
+    """Return an API key: printable ASCII, the characters an ``X-API-KEY`` header carries as sent.
+
+    A header's bytes reach the application decoded as Latin-1, so a key with
+    other characters could never match what a client sends.
+    """
+    value = env_str(name)
+    if not all(" " <= character < "\x7f" for character in value):
+        raise ImproperlyConfigured(
+            f"{name} must be printable ASCII (letters, digits, punctuation, spaces): "
+            "a request header cannot carry the key as it is."
+        )
+    return value
 
 
 def env_choice(name: str, default: str, choices: Sequence[str]) -> str:
@@ -225,25 +240,29 @@ def env_redis_url(name: str) -> str:
     value = env_str(name)
     if not value:
         return ""
+    # Quoted in messages with its password, if any, masked: they go to logs.
+    shown = re.sub(r"^([^:/]+://[^:@/]*:).*@", r"\1***@", value)
     try:
         parts = urlsplit(value)
         parts.port  # noqa: B018  (raises ValueError for a port that is not a number in range)
     except ValueError as exc:
-        raise ImproperlyConfigured(f"{name}={value!r} is not a valid URL: {exc}.") from None
+        raise ImproperlyConfigured(
+            f"{name}={shown!r} is not a valid URL: {str(exc).replace(value, shown)}."
+        ) from None
     if parts.scheme in {"redis", "rediss"}:
         database = parts.path.lstrip("/")
         if not parts.hostname or (database and not database.isdigit()):
             raise ImproperlyConfigured(
-                f"{name}={value!r} must look like redis://host:6379/0 (a host and a numeric database)."
+                f"{name}={shown!r} must look like redis://host:6379/0 (a host and a numeric database)."
             )
     elif parts.scheme == "unix":
         if not parts.path:
             raise ImproperlyConfigured(
-                f"{name}={value!r} must name a socket: unix:///path/redis.sock."
+                f"{name}={shown!r} must name a socket: unix:///path/redis.sock."
             )
     else:
         raise ImproperlyConfigured(
-            f"{name}={value!r} must start with redis://, rediss:// or unix://."
+            f"{name}={shown!r} must start with redis://, rediss:// or unix://."
         )
     return value
 
@@ -266,16 +285,17 @@ def client_api_key(*, admin_key: str) -> str:
     Two different values would leave one silently unused, and a client key
     equal to the admin key would let every client list every session.
     """
-    key, alias = env_str("SESSIONS_API_KEY"), env_str("ELIZA_SERVER_AUTH_TOKEN")
+    key, alias = env_key("SESSIONS_API_KEY"), env_key("ELIZA_SERVER_AUTH_TOKEN")
     if key and alias and key != alias:
         raise ImproperlyConfigured(
             "SESSIONS_API_KEY and ELIZA_SERVER_AUTH_TOKEN are both set, to different keys; "
             "set one of them."
         )
+    name = "SESSIONS_API_KEY" if key else "ELIZA_SERVER_AUTH_TOKEN"
     key = key or alias
     if key and key == admin_key:
         raise ImproperlyConfigured(
-            "SESSIONS_API_KEY equals SESSIONS_ADMIN_API_KEY: every client could list every "
+            f"{name} equals SESSIONS_ADMIN_API_KEY: every client could list every "
             "session; give the admin a key of its own."
         )
     return key

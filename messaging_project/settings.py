@@ -14,6 +14,7 @@ from messaging_project.env import (
     env_bool,
     env_choice,
     env_int,
+    env_key,
     env_list,
     env_proxy_ssl_header,
     env_rate,
@@ -205,7 +206,7 @@ DATA_UPLOAD_MAX_NUMBER_FIELDS = 1_100
 LOGIN_REDIRECT_URL = "admin:index"
 
 # Sessions service configuration.
-SESSIONS_ADMIN_API_KEY = env_str("SESSIONS_ADMIN_API_KEY")
+SESSIONS_ADMIN_API_KEY = env_key("SESSIONS_ADMIN_API_KEY")
 SESSIONS_API_KEY = client_api_key(admin_key=SESSIONS_ADMIN_API_KEY)
 SESSIONS_TIMEOUTS = session_timeout_settings()
 SESSIONS_METADATA_MAX_BYTES = 10 * 1024

@@ -109,8 +109,9 @@ def test_env_list(monkeypatch):
     assert env.env_list("SA_TEST_LIST", ["a"]) == ["a"]
     monkeypatch.setenv("SA_TEST_LIST", " a.example , ,b.example,")
     assert env.env_list("SA_TEST_LIST", ["x"]) == ["a.example", "b.example"]
-    monkeypatch.setenv("SA_TEST_LIST", "")
-    assert env.env_list("SA_TEST_LIST", ["x"]) == []
+    for empty in ("", "  "):  # set but empty counts as unset, as for every variable
+        monkeypatch.setenv("SA_TEST_LIST", empty)
+        assert env.env_list("SA_TEST_LIST", ["x"]) == ["x"]
 
 
 def test_env_choice(monkeypatch):
@@ -310,7 +311,7 @@ def test_hosts_origins_and_keys(clean_env):
         ),
         (
             {"ELIZA_SERVER_AUTH_TOKEN": "same-key", "SESSIONS_ADMIN_API_KEY": "same-key"},
-            "SESSIONS_API_KEY equals SESSIONS_ADMIN_API_KEY",
+            "ELIZA_SERVER_AUTH_TOKEN equals SESSIONS_ADMIN_API_KEY",
         ),
         (
             {"SESSIONS_API_KEY": "one", "ELIZA_SERVER_AUTH_TOKEN": "another"},
@@ -355,6 +356,9 @@ def test_log_level(clean_env):
         ("DATABASE_CONN_MAX_AGE", "-1", "DATABASE_CONN_MAX_AGE=-1 is below the minimum of 0."),
         ("DATABASE_STATEMENT_TIMEOUT_MS", "abc", "DATABASE_STATEMENT_TIMEOUT_MS='abc' is not an integer."),
         ("DJANGO_ALLOWED_HOSTS", " , ", "DJANGO_ALLOWED_HOSTS is empty"),
+        ("SESSIONS_ADMIN_API_KEY", "k€y", "SESSIONS_ADMIN_API_KEY must be printable ASCII"),
+        ("SESSIONS_API_KEY", "clé-client", "SESSIONS_API_KEY must be printable ASCII"),
+        ("ELIZA_SERVER_AUTH_TOKEN", "tab\tkey", "ELIZA_SERVER_AUTH_TOKEN must be printable ASCII"),
         (
             "DJANGO_CSRF_TRUSTED_ORIGINS",
             "https://ok.example,sessions.example.com",
@@ -411,6 +415,23 @@ def test_bad_settings_are_refused_in_process(clean_env, name, value, message):
     with pytest.raises(ImproperlyConfigured) as excinfo:
         load_settings()
     assert message in str(excinfo.value)
+
+
+@pytest.mark.parametrize("blank", ["", "   "])
+def test_empty_allowed_hosts_take_the_default(clean_env, blank):
+    clean_env.setenv("DJANGO_ALLOWED_HOSTS", blank)
+    assert load_settings()["ALLOWED_HOSTS"] == ["localhost", "127.0.0.1", "[::1]"]
+
+
+@pytest.mark.parametrize(
+    "url", ["redis://:s3cret-pw@cache.example:99999/0", "rediss://app:s3cret:pw@cache.example/x"]
+)
+def test_redis_errors_do_not_echo_the_password(clean_env, url):
+    clean_env.setenv("REDIS_URL", url)
+    with pytest.raises(ImproperlyConfigured) as excinfo:
+        load_settings()
+    assert "s3cret" not in str(excinfo.value)
+    assert ":***@cache.example" in str(excinfo.value)
 
 
 def test_database_errors_do_not_echo_the_password(clean_env):
