@@ -5,12 +5,22 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from sessions_admin.admin import throttled_login
+from sessions_admin.throttling import ThrottleBeforePermissions
+
+
+class SchemaView(ThrottleBeforePermissions, SpectacularAPIView):
+    pass
+
+
+class DocsView(ThrottleBeforePermissions, SpectacularSwaggerView):
+    pass
+
 
 urlpatterns = [
     # The admin's own sign-in page, with failed attempts limited per address.
     path("admin/login/", throttled_login),
     path("admin/", admin.site.urls),
     path("api/messaging/", include("sessions_admin.urls")),
-    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
-    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
+    path("api/schema/", SchemaView.as_view(), name="schema"),
+    path("api/docs/", DocsView.as_view(url_name="schema"), name="api-docs"),
 ]

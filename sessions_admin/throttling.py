@@ -83,6 +83,22 @@ class ClientRateThrottle(BaseThrottle):
         return self.wait_seconds
 
 
+class ThrottleBeforePermissions:
+    """A view mixin: the rate limit is checked before the permissions, not after.
+
+    DRF checks permissions first, so a caller refused with 401 or 403 (a
+    wrong or missing key, say) was never counted: keys could be tried, and
+    the refusals served, without limit.
+    """
+
+    def check_permissions(self, request):
+        super().check_throttles(request)
+        super().check_permissions(request)
+
+    def check_throttles(self, request):
+        """Checked by ``check_permissions``, before them."""
+
+
 class SignInFailures:
     """Failed sign-ins from one client address in the current ``SESSIONS_AUTH_FAILURE_RATE`` window.
 

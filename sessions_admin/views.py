@@ -34,6 +34,7 @@ from sessions_admin.serializers import (
     session_list_info,
     timeout_changes,
 )
+from sessions_admin.throttling import ThrottleBeforePermissions
 
 logger = logging.getLogger(__name__)
 
@@ -76,8 +77,11 @@ def _session_id(raw: str) -> UUID:
     return UUID(raw)
 
 
-class ApiView(APIView):
-    """Base of the API's views: strict UTF-8 JSON in, JSON out whatever ``Accept`` says."""
+class ApiView(ThrottleBeforePermissions, APIView):
+    """Base of the API's views: strict UTF-8 JSON in, JSON out whatever ``Accept`` says.
+
+    Callers refused for their credentials count against the rate limit too.
+    """
 
     parser_classes = [StrictJSONParser]
     content_negotiation_class = JSONContentNegotiation

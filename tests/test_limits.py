@@ -116,6 +116,17 @@ def test_the_schema_keeps_retry_after_and_www_authenticate_in_its_envelope(
 
 
 @pytest.mark.django_db
+@pytest.mark.parametrize("key", [None, "a-wrong-key"], ids=["no key", "wrong key"])
+def test_callers_refused_for_their_credentials_are_limited_too(api_client, throttled, admin_key, key):
+    """Else keys could be tried, and refusals served, without limit."""
+    headers = {} if key is None else {"HTTP_X_API_KEY": key}
+    statuses = [api_client.get(SESSIONS, **headers).status_code for _ in range(4)]
+    assert statuses == [401, 401, 401, 429]
+    # The same budget as every request of this address.
+    assert api_client.get(UNKNOWN).status_code == 429
+
+
+@pytest.mark.django_db
 def test_each_client_address_has_its_own_budget(api_client, throttled):
     for _ in range(3):
         api_client.get(UNKNOWN, REMOTE_ADDR="10.0.0.1")
