@@ -5,11 +5,15 @@ import json
 import os
 import random
 import re
+import signal
 import socket
+import sqlite3
 import subprocess
 import sys
+import time
 import tracemalloc
 import uuid
+from contextlib import closing
 from datetime import UTC, datetime, timedelta
 from io import StringIO
 from pathlib import Path
@@ -363,6 +367,37 @@ def test_unreachable_database_is_one_line():
         'CommandError: Seeding failed: connection failed: connection to server at "127.0.0.1"'
     ), line
     assert line.endswith("Connection refused. No session was kept."), line
+
+
+def test_ctrl_c_is_one_line_and_keeps_nothing(tmp_path):
+    database = tmp_path / "db.sqlite3"
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "PYTEST_"))},
+        "DATABASE_URL": f"sqlite:///{database}",
+        "DJANGO_SECRET_KEY": "seed-tests-secret-key",
+    }
+    migrated = subprocess.run(
+        [sys.executable, "manage.py", "migrate", "--noinput"], cwd=ROOT, env=env, capture_output=True
+    )
+    assert migrated.returncode == 0, migrated.stderr
+    process = subprocess.Popen(
+        [sys.executable, "manage.py", "seed_sessions", "--count", "5000000"],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        # Interrupt once rows are being written (SQLite's write-ahead log grows).
+        wal = tmp_path / "db.sqlite3-wal"
+        deadline = time.monotonic() + 60
+        while not (wal.exists() and wal.stat().st_size > 1_000_000):
+            assert process.poll() is None and time.monotonic() < deadline, process.stderr.read()
+            time.sleep(0.05)
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert (process.returncode, out, err) == (130, "", "CommandError: Interrupted. No session was kept.\n")
+    with closing(sqlite3.connect(database)) as db:
+        assert db.execute("SELECT count(*) FROM sessions_admin_session").fetchone() == (0,)
 
 
 @pytest.mark.parametrize("raw", ["abc", ""])

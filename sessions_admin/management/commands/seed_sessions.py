@@ -1,8 +1,8 @@
 """``manage.py seed_sessions``: insert realistic demo sessions in bulk.
 
 A database error (unreachable, locked, connection lost) ends the run with a
-one-line ``CommandError`` (exit status 1); the load is one transaction, so
-nothing of it is kept.
+one-line ``CommandError`` (exit status 1), and Ctrl-C with one line and exit
+status 130; the load is one transaction, so nothing of it is kept.
 """
 
 import argparse
@@ -94,6 +94,8 @@ class Command(BaseCommand):
             )
         except (db.DatabaseError, db.InterfaceError) as exc:
             raise CommandError(f"Seeding failed: {_one_line(exc)} No session was kept.") from exc
+        except KeyboardInterrupt:  # Ctrl-C: the transaction has been rolled back
+            raise CommandError("Interrupted. No session was kept.", returncode=130) from None
         finally:
             if self._progress_drawn:
                 self.stdout.write("")
