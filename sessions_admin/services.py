@@ -12,7 +12,8 @@ from datetime import datetime
 from uuid import UUID
 
 from django.db import transaction
-from django.db.models import Case, F, Value, When
+from django.db.models import Case, DateTimeField, F, Value, When
+from django.db.models.functions import Greatest
 
 from sessions_admin import policy
 from sessions_admin.exceptions import (
@@ -232,7 +233,9 @@ def session_expire_now(*, session_ids: Iterable[UUID]) -> tuple[list[Session], i
 
     The rows are locked before the clock is read: a session created, or a
     heartbeat committed, while the caller was choosing them is never given an
-    expiry before its creation or its last activity.
+    expiry before its creation or its last activity. A session created at a
+    later instant than ``now`` all the same (by a server whose clock runs
+    ahead of this one's) ends at its creation, as the database requires.
     """
     with transaction.atomic():
         sessions = list(
@@ -243,7 +246,9 @@ def session_expire_now(*, session_ids: Iterable[UUID]) -> tuple[list[Session], i
         )
         now = policy.clock()
         ended = [s for s in sessions if not policy.is_expired(s.expires_at, now=now)]
-        Session.objects.filter(pk__in=[s.pk for s in ended]).update(expires_at=now)
+        Session.objects.filter(pk__in=[s.pk for s in ended]).update(
+            expires_at=Greatest(Value(now, output_field=DateTimeField()), F("created_at"))
+        )
     for session in ended:
-        session.expires_at = now
+        session.expires_at = max(now, session.created_at)
     return ended, len(sessions) - len(ended), now

@@ -863,6 +863,18 @@ def test_expire_action_counts_a_session_deleted_meanwhile_apart(
     assert list(entries.values_list("object_id", flat=True)) == [str(active.pk)]
 
 
+def test_expire_action_on_a_session_created_by_a_server_whose_clock_runs_ahead(
+    operator_client, operator, frozen
+):
+    """Created 2 s after this server's now: it ends at its creation, not before it (a 500)."""
+    ahead = SessionFactory(now=NOW + timedelta(seconds=2))
+    response = post_action(operator_client, "expire_selected", [ahead])
+    assert response.status_code == 200
+    assert messages_of(response) == ["Expired 1 session."]
+    ahead.refresh_from_db()
+    assert ahead.expires_at == ahead.created_at == NOW + timedelta(seconds=2)
+
+
 def test_expire_action_never_ends_a_session_before_it_began(operator_client, frozen):
     # The page's instant is read when the request starts; a session created (or
     # active) after that instant must not be given an expiry before it.
