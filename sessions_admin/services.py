@@ -84,14 +84,18 @@ def _apply_activity(session: Session, *, now: datetime, force_renew: bool) -> li
     """Apply activity at ``now`` to a locked session in memory; return the fields it changed.
 
     Raises ``SessionExpired``, or ``SessionRenewalFailed`` when a forced
-    renewal cannot extend the expiry; the session is then left as it was.
+    renewal cannot extend the expiry because it is at the cap; the session is
+    then left as it was. A renewal that finds the expiry already where it
+    would put it (another one in the same millisecond) changes only
+    ``lastActivity``.
     """
     _ensure_active(session, now=now)
     timeout = session.timeout
     new_expiry = None
     if force_renew or timeout.auto_renew:
         new_expiry = policy.renewed_expiry(session.created_at, session.expires_at, timeout, now=now)
-    if force_renew and new_expiry is None:
+    at_cap = session.expires_at >= policy.cap_for(session.created_at, timeout)
+    if force_renew and new_expiry is None and at_cap:
         raise SessionRenewalFailed(
             session.session_id, "the maximum session duration has been reached", at=now
         )
@@ -181,7 +185,8 @@ def session_renew_many(
             Session.objects.filter(pk__in=[s.pk for s in renewed]).update(
                 last_activity=_values_of(renewed, "last_activity"),
                 expires_at=_values_of(renewed, "expires_at"),
-                renewal_count=F("renewal_count") + 1,  # as counted above: the rows are locked
+                # As counted above (the rows are locked): one more if extended.
+                renewal_count=_values_of(renewed, "renewal_count"),
             )
     if len(sessions) < len(session_ids):
         refused[SessionNotFound] = len(session_ids) - len(sessions)

@@ -351,6 +351,18 @@ def test_renew_extends_even_without_auto_renew(api_client, clock):
     assert body["timeoutConfig"]["autoRenew"] is False
 
 
+def test_a_second_renewal_in_the_same_millisecond_is_not_refused(api_client, clock):
+    """It cannot extend the expiry (the first just did), but the cap is far: 200, unchanged."""
+    created = create(api_client)
+    clock.shift(timedelta(minutes=1))
+    first = api_client.post(session_url(created["sessionId"], "renew")).json()
+    second = api_client.post(session_url(created["sessionId"], "renew"))
+    assert second.status_code == 200, second.json()
+    assert second.json() == first
+    assert (first["renewalCount"], first["expiresAt"]) == (1, iso(T0_READ + timedelta(minutes=31)))
+    assert Session.objects.get(pk=created["sessionId"]).renewal_count == 1
+
+
 def test_renew_at_the_cap_is_422(api_client, clock):
     created = create(api_client, timeoutConfig={"timeoutMinutes": 30, "maxDurationMinutes": 30})
     clock.shift(timedelta(minutes=5))
