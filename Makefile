@@ -48,11 +48,11 @@ migrate: install .secret-key
 # gunicorn reads WEB_CONCURRENCY itself before its configuration file and fails
 # with a traceback on a value that is not a number: the configuration file is
 # run first to check the server's variables (one line naming a bad one), and an
-# empty WEB_CONCURRENCY is dropped so that it means the default, as everywhere.
+# empty or blank WEB_CONCURRENCY is dropped so that it means the default, as everywhere.
 run: migrate
 	DJANGO_SECRET_KEY="$${DJANGO_SECRET_KEY:-$$(cat .secret-key)}" $(BIN)/python manage.py collectstatic --noinput --verbosity 0
 	@$(BIN)/python gunicorn.conf.py
-	[ -n "$${WEB_CONCURRENCY:-}" ] || unset WEB_CONCURRENCY; \
+	case "$${WEB_CONCURRENCY:-}" in *[![:space:]]*) ;; *) unset WEB_CONCURRENCY ;; esac; \
 	DJANGO_SECRET_KEY="$${DJANGO_SECRET_KEY:-$$(cat .secret-key)}" exec $(BIN)/gunicorn messaging_project.wsgi:application --config gunicorn.conf.py
 
 dev: install

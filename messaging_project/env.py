@@ -233,6 +233,23 @@ def env_rate(name: str, default: str | None) -> str | None:
     return value
 
 
+def _without_credentials(url: str) -> str:
+    """``url`` as a message may quote it (messages go to logs): user info and passwords masked.
+
+    Everything before the last ``@`` of the address is user info, whatever it
+    holds (a ``/`` or ``#`` in a password included); a ``password=`` query
+    parameter is masked too.
+    """
+    scheme, separator, rest = url.partition("://")
+    if not separator:
+        return "***"
+    address, at, after = rest.rpartition("@")
+    if at:
+        rest = "***@" + after
+    rest = re.sub(r"(?i)(password=)[^&]*", r"\1***", rest)
+    return f"{scheme}://{rest}"
+
+
 def env_redis_url(name: str) -> str:
     """Return a ``redis://``, ``rediss://`` or ``unix://`` URL, or ``""`` when unset."""
     from urllib.parse import urlsplit
@@ -240,14 +257,15 @@ def env_redis_url(name: str) -> str:
     value = env_str(name)
     if not value:
         return ""
-    # Quoted in messages with its password, if any, masked: they go to logs.
-    shown = re.sub(r"^([^:/]+://[^:@/]*:).*@", r"\1***@", value)
+    shown = _without_credentials(value)
     try:
         parts = urlsplit(value)
         parts.port  # noqa: B018  (raises ValueError for a port that is not a number in range)
-    except ValueError as exc:
+    except ValueError:
+        # The parser's own message may quote part of the password.
         raise ImproperlyConfigured(
-            f"{name}={shown!r} is not a valid URL: {str(exc).replace(value, shown)}."
+            f"{name}={shown!r} is not a valid URL: it needs a host, and a port from 0 to 65535 "
+            "if it names one."
         ) from None
     if parts.scheme in {"redis", "rediss"}:
         database = parts.path.lstrip("/")

@@ -811,7 +811,6 @@ class SessionAdmin(OwnFiltersOnly, RefuseMalformedSelection, admin.ModelAdmin):
             )
             self._summary_changed(request)
 
-
     @staticmethod
     def _sessions_phrase(count: int) -> str:
         return f"{count:,} session" if count == 1 else f"{count:,} sessions"
@@ -829,7 +828,8 @@ class SessionAdmin(OwnFiltersOnly, RefuseMalformedSelection, admin.ModelAdmin):
         # whole selection; the log names exactly the sessions that were extended.
         renewed, refused, _ = services.session_renew_many(session_ids=session_ids)
         self._log_changes(request, renewed, "Renewed from the admin.")
-        return renewed, Counter({RENEWAL_REFUSALS[error]: count for error, count in refused.items()})
+        reasons = {RENEWAL_REFUSALS[error]: count for error, count in refused.items()}
+        return renewed, Counter(reasons)
 
     def _report_renewals(self, request, renewed, refused) -> None:
         if not renewed and not refused:

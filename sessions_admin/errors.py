@@ -35,6 +35,7 @@ CODE_FOR_STATUS = {
     403: "FORBIDDEN",
     404: "NOT_FOUND",
     405: "METHOD_NOT_ALLOWED",
+    406: "NOT_ACCEPTABLE",
     410: "SESSION_EXPIRED",
     413: "PAYLOAD_TOO_LARGE",
     414: "URI_TOO_LONG",
@@ -92,7 +93,7 @@ def raw_http_error(status: int, reason: str, message: str) -> bytes:
     """
     if len(message) > 200:
         message = message[:200] + "…"
-    envelope = error_body(CODE_FOR_STATUS.get(status, "ERROR"), message)
+    envelope = error_body(CODE_FOR_STATUS.get(status, "ERROR"), message or reason)
     body = json.dumps(envelope, separators=(",", ":")).encode()
     head = (
         f"HTTP/1.1 {status} {reason}\r\n"

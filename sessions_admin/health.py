@@ -15,10 +15,11 @@ against a slow database would pile up one thread and one connection attempt
 per request, each lingering past its deadline.
 
 A healthy answer is reused for ``SESSIONS_HEALTH_CACHE_MS`` (1 s by default, per
-process), with the timestamp of the instant it counted at: the counts read the whole table, about 0.1 s of database time at a
-million sessions, and nothing else stops an unauthenticated flood of health
-checks from keeping the database busy counting. Failures are never reused, so
-a database that comes back is seen by the next request.
+process), with the timestamp of the instant it counted at: the counts read the
+whole table, about 0.1 s of database time at a million sessions, and nothing
+else stops an unauthenticated flood of health checks from keeping the database
+busy counting. Failures are never reused, so a database that comes back is seen
+by the next request.
 """
 
 import threading

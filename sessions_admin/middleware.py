@@ -72,6 +72,15 @@ def _drain(request, max_bytes: int) -> None:
                 pass
 
 
+# Headers of a response that describe its body, not the answer.
+_BODY_HEADERS = frozenset(
+    {
+        "content-type", "content-length", "content-encoding", "content-disposition",
+        "content-language", "content-range", "etag", "last-modified",
+    }
+)
+
+
 class ApiErrorMiddleware:
     """Refuse oversized bodies early and turn Django's HTML errors into the envelope."""
 
@@ -144,9 +153,9 @@ class ApiErrorMiddleware:
                 details["retryAfterSeconds"] = int(response["Retry-After"])
             replaced = error_json_response(response.status_code, message, details)
         # The answer's other headers stand: Allow, Retry-After, WWW-Authenticate,
-        # Vary, the security headers.
+        # Vary, the security headers. Those that describe the replaced body go.
         for name, value in response.items():
-            if name.lower() not in ("content-type", "content-length"):
+            if name.lower() not in _BODY_HEADERS:
                 replaced[name] = value
         for cookie in response.cookies.values():
             replaced.cookies[cookie.key] = cookie

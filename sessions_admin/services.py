@@ -142,7 +142,10 @@ def _values_of(sessions: list[Session], field_name: str):
         (value,) = ids_by_value
         return Value(value, output_field=field)
     return Case(
-        *(When(pk__in=ids, then=Value(value, output_field=field)) for value, ids in ids_by_value.items()),
+        *(
+            When(pk__in=ids, then=Value(value, output_field=field))
+            for value, ids in ids_by_value.items()
+        ),
         output_field=field,
     )
 

@@ -176,8 +176,9 @@ class SessionDetailView(ApiView):
         tags=TAGS,
     )
     def get(self, request, sessionId):
+        session_id = _session_id(sessionId)
         now = policy.clock()
-        session = selectors.session_get(session_id=_session_id(sessionId), now=now)
+        session = selectors.session_get(session_id=session_id, now=now)
         return Response(session_info(session, now=now))
 
     @extend_schema(

@@ -565,11 +565,12 @@ def test_each_request_reads_the_clock_once(
         ("post", "{capped}/renew", None, 422),
         ("patch", "{live}/timeout", {"warningThresholdMinutes": 100}, 400),
         ("get", "00000000-0000-4000-8000-000000000000", None, 404),
+        ("get", "not-a-uuid", None, 404),
         ("get", "?limit=0", None, 400),
         ("post", "", {"agentId": "nope", "userId": USER}, 400),
     ],
     ids=["get expired", "heartbeat expired", "renew at the cap", "patch breaking a rule",
-         "get unknown", "list with a bad limit", "create with a bad id"],
+         "get unknown", "get a malformed id", "list with a bad limit", "create with a bad id"],
 )
 def test_an_error_reads_the_clock_once(admin_api, clock_readings, method, path, body, status):
     """The envelope's timestamp is the instant the request decided by, not a second reading."""

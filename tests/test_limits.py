@@ -127,6 +127,13 @@ def test_callers_refused_for_their_credentials_are_limited_too(api_client, throt
 
 
 @pytest.mark.django_db
+def test_the_schema_in_a_format_it_cannot_give_is_a_406_envelope(api_client):
+    response = api_client.get("/api/schema/", HTTP_ACCEPT="text/csv")
+    assert response.status_code == 406
+    assert response.json()["error"]["code"] == "NOT_ACCEPTABLE"
+
+
+@pytest.mark.django_db
 def test_each_client_address_has_its_own_budget(api_client, throttled):
     for _ in range(3):
         api_client.get(UNKNOWN, REMOTE_ADDR="10.0.0.1")

@@ -140,8 +140,8 @@ class Command(BaseCommand):
                 else:
                     self._say(summary_line(totals[-1]))
                 stop.wait(loop)
-            failed = f" ({failures:,} failed)" if failures else ""
-            self._say(f"Stopped by {stop.signal_name} after {plural(passes, 'pass', 'passes')}{failed}.")
+            ran = plural(passes, "pass", "passes") + (f" ({failures:,} failed)" if failures else "")
+            self._say(f"Stopped by {stop.signal_name} after {ran}.")
             self._say(summary_line(_sum(totals)), success=True)
 
     def _validate(self, dry_run, batch_size, grace_minutes, max_rows, loop):
