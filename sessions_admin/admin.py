@@ -263,7 +263,22 @@ class SessionChangeList(ChangeList):
                 self.params[ORDER_VAR] = ".".join(kept)
             else:
                 del self.params[ORDER_VAR]
+        if ORDER_VAR not in self.params and self._by_creation_date:
+            return self._get_deterministic_ordering(list(self._get_default_ordering()))
         return super().get_ordering(request, queryset)
+
+    @property
+    def _by_creation_date(self) -> bool:
+        return any(name.startswith("created_at__") for name in self.params)
+
+    def _get_default_ordering(self):
+        # A creation-date range lists newest created first, along the creation
+        # index. In the default order PostgreSQL would walk the activity index
+        # from the newest activity and may pass most of the table before it
+        # reaches an older range: 1.5 s against 1 ms at a million rows.
+        if self._by_creation_date:
+            return ("-created_at",)
+        return super()._get_default_ordering()
 
     def _sortable(self, order_part: str) -> bool:
         try:
@@ -390,6 +405,8 @@ admin.site.enable_nav_sidebar = False
 admin.site.site_header = "Messaging sessions administration"
 admin.site.site_title = "Sessions admin"
 admin.site.index_title = "Messaging sessions"
+# The service has no site of its own for "View site" to lead to.
+admin.site.site_url = None
 
 
 def throttled_login(request, extra_context=None):
@@ -877,6 +894,9 @@ class SessionAdmin(OwnFiltersOnly, RefuseMalformedSelection, admin.ModelAdmin):
             return django_delete_selected(self, request, queryset.filter(pk__in=[s.pk for s in sessions]))
         self.log_deletions(request, sessions)
         deleted = services.session_delete_many(session_ids=[s.pk for s in sessions])
+        if not deleted:  # a second submit of the confirmation, say
+            self.message_user(request, "No session was deleted.", messages.WARNING)
+            return None
         self._summary_changed(request)
         self.message_user(request, f"Deleted {self._sessions_phrase(deleted)}.", messages.SUCCESS)
         return None

@@ -186,6 +186,24 @@ def test_rows_are_ordered_by_last_activity_newest_first(operator_client, frozen)
     assert listed_ids(operator_client.get(CHANGELIST)) == [str(newer.pk), str(older.pk)]
 
 
+def test_a_creation_date_range_lists_newest_created_first_unless_sorted(operator_client, frozen):
+    """Along the creation index: in the default order by activity, a range far back is slow."""
+    older = SessionFactory(now=frozen, created_at=frozen - timedelta(minutes=10))
+    newer = SessionFactory(now=frozen, created_at=frozen - timedelta(minutes=5))
+    # The older session was the more recently active.
+    Session.objects.filter(pk=older.pk).update(last_activity=frozen)
+    since = {"created_at__gte": "2026-11-27 00:00:00+00:00"}
+    response = operator_client.get(CHANGELIST, since)
+    assert listed_ids(response) == [str(newer.pk), str(older.pk)]
+    assert response.context["cl"].queryset.query.order_by == ("-created_at", "-pk")
+    # No column is shown as sorted: the list has no creation column.
+    assert response.context["cl"].get_ordering_field_columns() == {}
+    # A column the operator sorts by still wins.
+    sorted_by_activity = operator_client.get(CHANGELIST, {**since, "o": "-8"})
+    assert listed_ids(sorted_by_activity) == [str(older.pk), str(newer.pk)]
+    assert listed_ids(operator_client.get(CHANGELIST)) == [str(older.pk), str(newer.pk)]
+
+
 def test_sorting_by_expiry_breaks_ties_by_id_in_the_same_direction(operator_client, frozen):
     sessions = SessionFactory.create_batch(3, now=frozen)  # same expires_at
     expected = sorted(str(s.pk) for s in sessions)
@@ -942,6 +960,17 @@ def test_delete_action_confirms_then_deletes_through_the_service(operator_client
     assert list(Session.objects.values_list("pk", flat=True)) == [kept.pk]
     entries = LogEntry.objects.filter(action_flag=DELETION, user=operator)
     assert sorted(entries.values_list("object_id", flat=True)) == sorted(str(s.pk) for s in doomed)
+    # The confirmation submitted again (a double click) deletes and logs nothing, and says so.
+    again = operator_client.post(CHANGELIST, {**data, "post": "yes"}, follow=True)
+    assert messages_of(again) == ["No session was deleted."]
+    assert entries.count() == 2
+
+
+def test_the_admin_offers_no_view_site_link(operator_client):
+    """The service serves no site at /: the link would lead to a 404."""
+    response = operator_client.get(CHANGELIST)
+    assert response.status_code == 200
+    assert "View site" not in response.content.decode()
 
 
 def test_renewing_a_selection_that_matches_no_session_says_so(operator_client, mixed):
