@@ -347,6 +347,8 @@ class StatusFilter(admin.SimpleListFilter):
             return queryset.near_expiration(now)
         if value == policy.STATUS_EXPIRED:
             return queryset.expired(now)
+        if value is not None:
+            raise RefusedFilterValue(self.parameter_name, value, "is not a status")
         return queryset
 
 
@@ -360,6 +362,8 @@ class AutoRenewFilter(admin.SimpleListFilter):
     def queryset(self, request, queryset):
         if self.value() in ("yes", "no"):
             return queryset.filter(timeout_config__auto_renew=self.value() == "yes")
+        if self.value() is not None:
+            raise RefusedFilterValue(self.parameter_name, self.value(), "is not yes or no")
         return queryset
 
 
