@@ -155,7 +155,8 @@ def session_renew_many(
 ) -> tuple[list[Session], Counter[type[SessionError]], datetime]:
     """Renew each of the given sessions as ``session_renew`` would, all in one transaction.
 
-    Returns the sessions renewed, how many were refused counted by the error
+    Returns the sessions whose expiry it extended (one renewed already in the
+    same millisecond gets only its ``lastActivity``), how many were refused counted by the error
     ``session_renew`` would have raised for them (``SessionNotFound``,
     ``SessionExpired``, ``SessionRenewalFailed``), and the instant. A
     constant number of queries, however many sessions are given; each id is
@@ -175,21 +176,23 @@ def session_renew_many(
         )
         configs = TimeoutConfig.objects.in_bulk({s.timeout_config_id for s in sessions})
         now = policy.clock()
-        renewed = []
+        touched, renewed = [], []
         for session in sessions:
             session.timeout_config = configs[session.timeout_config_id]
             try:
-                _apply_activity(session, now=now, force_renew=True)
+                changed = _apply_activity(session, now=now, force_renew=True)
             except (SessionExpired, SessionRenewalFailed) as refusal:
                 refused[type(refusal)] += 1
-            else:
+                continue
+            touched.append(session)
+            if "expires_at" in changed:  # not when renewed already in this millisecond
                 renewed.append(session)
-        if renewed:
-            Session.objects.filter(pk__in=[s.pk for s in renewed]).update(
-                last_activity=_values_of(renewed, "last_activity"),
-                expires_at=_values_of(renewed, "expires_at"),
+        if touched:
+            Session.objects.filter(pk__in=[s.pk for s in touched]).update(
+                last_activity=_values_of(touched, "last_activity"),
+                expires_at=_values_of(touched, "expires_at"),
                 # As counted above (the rows are locked): one more if extended.
-                renewal_count=_values_of(renewed, "renewal_count"),
+                renewal_count=_values_of(touched, "renewal_count"),
             )
     if len(sessions) < len(session_ids):
         refused[SessionNotFound] = len(session_ids) - len(sessions)

@@ -91,6 +91,15 @@ class ThrottleBeforePermissions:
     the refusals served, without limit.
     """
 
+    def perform_authentication(self, request):
+        # Credentials refused while they are read (a malformed Authorization
+        # header, a missing CSRF token) count too, as the anonymous caller.
+        try:
+            super().perform_authentication(request)
+        except exceptions.APIException:
+            super().check_throttles(request)
+            raise
+
     def check_permissions(self, request):
         super().check_throttles(request)
         super().check_permissions(request)

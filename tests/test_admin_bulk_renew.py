@@ -144,6 +144,34 @@ def test_ids_that_no_longer_exist_are_counted_as_not_found(frozen):
     assert refused == Counter({SessionNotFound: 2})
 
 
+def test_a_session_renewed_already_in_this_millisecond_is_touched_not_counted(frozen):
+    """Its expiry cannot move (the renewal before it just moved it there), and the cap is far."""
+    session = SessionFactory(now=NOW - 5 * MINUTE)
+    services.session_renew(session_id=session.pk)  # at NOW
+    renewed, refused, _ = services.session_renew_many(session_ids=[session.pk])
+    assert (renewed, refused) == ([], Counter())
+    session.refresh_from_db()
+    assert (session.renewal_count, session.expires_at, session.last_activity) == (
+        1, NOW + 30 * MINUTE, NOW
+    )
+
+
+def test_the_renewal_and_its_log_entries_commit_together(operator_client, frozen, monkeypatch):
+    """A renewal whose log cannot be written is not applied: nothing changed unrecorded."""
+    from django.db import OperationalError
+
+    sessions = SessionFactory.create_batch(3, now=NOW - 5 * MINUTE)
+    before = list(Session.objects.order_by("pk").values())
+
+    def log_fails(*args, **kwargs):
+        raise OperationalError("disk I/O error")
+
+    monkeypatch.setattr(LogEntry.objects, "log_actions", log_fails)
+    response = post_renew(operator_client, sessions)
+    assert response.status_code == 503
+    assert list(Session.objects.order_by("pk").values()) == before
+
+
 def test_nothing_to_renew_refuses_nothing(frozen):
     assert services.session_renew_many(session_ids=[]) == ([], Counter(), NOW)
 

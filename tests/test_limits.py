@@ -104,7 +104,7 @@ def test_the_schema_keeps_retry_after_and_www_authenticate_in_its_envelope(
     assert refused.status_code == 401
     assert refused.json()["error"]["code"] == "UNAUTHORIZED"
     assert refused["WWW-Authenticate"] == 'ApiKey header="X-API-KEY"'
-    for _ in range(3):
+    for _ in range(2):  # the refusal counted as the first of 3
         assert api_client.get("/api/schema/").status_code == 200
     response = api_client.get("/api/schema/")
     assert response.status_code == 429
@@ -116,10 +116,20 @@ def test_the_schema_keeps_retry_after_and_www_authenticate_in_its_envelope(
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize("key", [None, "a-wrong-key"], ids=["no key", "wrong key"])
-def test_callers_refused_for_their_credentials_are_limited_too(api_client, throttled, admin_key, key):
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"HTTP_X_API_KEY": "a-wrong-key"},
+        {"HTTP_AUTHORIZATION": "Basic !!!not-base64"},
+        {"HTTP_AUTHORIZATION": "Basic Zm9v"},  # "foo": no colon
+    ],
+    ids=["no key", "wrong key", "malformed Basic", "Basic without a password"],
+)
+def test_callers_refused_for_their_credentials_are_limited_too(
+    api_client, throttled, admin_key, headers
+):
     """Else keys could be tried, and refusals served, without limit."""
-    headers = {} if key is None else {"HTTP_X_API_KEY": key}
     statuses = [api_client.get(SESSIONS, **headers).status_code for _ in range(4)]
     assert statuses == [401, 401, 401, 429]
     # The same budget as every request of this address.
@@ -299,6 +309,7 @@ def test_successful_basic_sign_ins_are_not_counted_as_failures(api_client, throt
 @pytest.mark.django_db
 def test_sign_in_failure_limit_off_switch(api_client, throttled, staff_user):
     throttled.SESSIONS_AUTH_FAILURE_RATE = None
+    throttled.SESSIONS_THROTTLE_RATE = None  # which counts every refusal too
     wrong = basic("operator", "wrong-password")
     assert {api_client.get(SESSIONS, HTTP_AUTHORIZATION=wrong).status_code for _ in range(4)} == {
         401
