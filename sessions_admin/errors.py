@@ -5,6 +5,7 @@
 
 import json
 import logging
+import math
 from datetime import datetime
 
 from django.conf import settings
@@ -181,7 +182,7 @@ def api_exception_handler(exc, context):
     if getattr(exc, "auth_header", None):
         headers["WWW-Authenticate"] = exc.auth_header
     if getattr(exc, "wait", None) is not None:
-        headers["Retry-After"] = str(max(1, int(exc.wait + 0.999)))
+        headers["Retry-After"] = str(max(1, math.ceil(exc.wait)))
 
     status = exc.status_code
     code = CODE_FOR_STATUS.get(status, "ERROR")
