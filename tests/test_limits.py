@@ -188,6 +188,19 @@ def test_rate_limiting_off_lets_every_request_through(api_client, settings):
     assert {api_client.get(UNKNOWN).status_code for _ in range(30)} == {404}
 
 
+def redis_cache_at(port: int, timeout_seconds: float) -> dict:
+    """``CACHES`` for a Redis at ``port`` on this machine, with short socket timeouts."""
+    return {
+        "default": {
+            "BACKEND": "django_redis.cache.RedisCache",
+            "LOCATION": f"redis://127.0.0.1:{port}/0",
+            "OPTIONS": {
+                "SOCKET_CONNECT_TIMEOUT": timeout_seconds, "SOCKET_TIMEOUT": timeout_seconds,
+            },
+        }
+    }
+
+
 @pytest.fixture
 def unreachable_cache(settings):
     """The default cache on a Redis address that refuses connections at once.
@@ -196,13 +209,7 @@ def unreachable_cache(settings):
     """
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
-        settings.CACHES = {
-            "default": {
-                "BACKEND": "django_redis.cache.RedisCache",
-                "LOCATION": f"redis://127.0.0.1:{taken.getsockname()[1]}/0",
-                "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 0.5, "SOCKET_TIMEOUT": 0.5},
-            }
-        }
+        settings.CACHES = redis_cache_at(taken.getsockname()[1], 0.5)
         yield settings
 
 
@@ -581,13 +588,7 @@ def silent_cache(settings):
                 return
 
     threading.Thread(target=accept_and_ignore, daemon=True).start()
-    settings.CACHES = {
-        "default": {
-            "BACKEND": "django_redis.cache.RedisCache",
-            "LOCATION": f"redis://127.0.0.1:{listener.getsockname()[1]}/0",
-            "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 0.3, "SOCKET_TIMEOUT": 0.3},
-        }
-    }
+    settings.CACHES = redis_cache_at(listener.getsockname()[1], 0.3)
     yield accepted
     listener.close()
     for connection in accepted:
