@@ -455,13 +455,15 @@ def _scratch_sqlite_env() -> dict:
     for args in (["migrate", "--noinput"], ["seed_sessions", "--count", "40", "--expired-fraction", "0.5"]):
         done = _manage(env, *args)
         assert done.returncode == 0, done.stderr
-    # A seeded active session may have milliseconds left; moved a day on, none
-    # expires before the pruner runs, which then finds exactly the 20 expired.
+    # A seeded active session may have milliseconds left, and expire before
+    # this runs. The 20 seeded active are the 20 latest to expire: moved a day
+    # on, none expires before the pruner runs, which then finds exactly 20.
     with closing(sqlite3.connect(env["DATABASE_URL"].removeprefix("sqlite:///"))) as scratch:
         with scratch:
             scratch.execute(
                 "UPDATE sessions_admin_session SET expires_at = strftime('%Y-%m-%d %H:%M:%f', expires_at, '+1 day') "
-                "WHERE expires_at > strftime('%Y-%m-%d %H:%M:%f', 'now')"
+                "WHERE session_id IN (SELECT session_id FROM sessions_admin_session "
+                "ORDER BY expires_at DESC LIMIT 20)"
             )
         expired = scratch.execute(
             "SELECT count(*) FROM sessions_admin_session "
