@@ -825,23 +825,14 @@ class SessionAdmin(OwnFiltersOnly, RefuseMalformedSelection, admin.ModelAdmin):
             return None
         return sessions
 
-    def _changed_and_logged(self, request, change, message):
-        """Run ``change`` (a service returning the changed sessions first) and log them, atomically.
-
-        The change and its admin log entries commit together; the summary stamp
-        follows the commit.
-        """
-        with transaction.atomic():
-            result = change()
-            sessions = result[0]
-            if sessions:
-                LogEntry.objects.log_actions(
-                    user_id=request.user.pk, queryset=sessions, action_flag=CHANGE,
-                    change_message=message(result),
-                )
+    @staticmethod
+    def _log_changes(request, sessions, message: str) -> None:
+        # Called in the change's transaction: the two commit together.
         if sessions:
-            self._summary_changed(request)
-        return result
+            LogEntry.objects.log_actions(
+                user_id=request.user.pk, queryset=sessions, action_flag=CHANGE,
+                change_message=message,
+            )
 
     @staticmethod
     def _sessions_phrase(count: int) -> str:
@@ -858,11 +849,11 @@ class SessionAdmin(OwnFiltersOnly, RefuseMalformedSelection, admin.ModelAdmin):
     def _renew(self, request, session_ids) -> tuple[list[Session], Counter]:
         # The API's renewal rule for each row, in one transaction for the
         # whole selection; the log names exactly the sessions that were extended.
-        renewed, refused, _ = self._changed_and_logged(
-            request,
-            lambda: services.session_renew_many(session_ids=session_ids),
-            lambda _: "Renewed from the admin.",
-        )
+        with transaction.atomic():
+            renewed, refused, _ = services.session_renew_many(session_ids=session_ids)
+            self._log_changes(request, renewed, "Renewed from the admin.")
+        if renewed:
+            self._summary_changed(request)
         reasons = {RENEWAL_REFUSALS[error]: count for error, count in refused.items()}
         return renewed, Counter(reasons)
 
@@ -889,11 +880,13 @@ class SessionAdmin(OwnFiltersOnly, RefuseMalformedSelection, admin.ModelAdmin):
         self._expire(request, sessions)
 
     def _expire(self, request, sessions) -> None:
-        ended, already_expired, now = self._changed_and_logged(
-            request,
-            lambda: services.session_expire_now(session_ids=[s.pk for s in sessions]),
-            lambda result: f"Expired now ({policy.format_datetime(result[2])}).",
-        )
+        with transaction.atomic():
+            ended, already_expired, now = services.session_expire_now(
+                session_ids=[s.pk for s in sessions]
+            )
+            self._log_changes(request, ended, f"Expired now ({policy.format_datetime(now)}).")
+        if ended:
+            self._summary_changed(request)
         level = messages.SUCCESS if ended else messages.WARNING
         message = f"Expired {self._sessions_phrase(len(ended))}."
         if already_expired:
