@@ -8,7 +8,7 @@ from django.contrib.auth.models import Permission
 from django.db import connection
 from rest_framework.test import APIClient
 
-from sessions_admin import cache_guard
+from sessions_admin import cache_guard, health
 
 ADMIN_KEY = "test-admin-key-0123456789"
 CLIENT_KEY = "test-client-key-0123456789"
@@ -28,6 +28,21 @@ def cache_in_service():
     cache_guard.reset()
     yield
     cache_guard.reset()
+
+
+@pytest.fixture(autouse=True)
+def no_health_probe_in_flight():
+    """Each test's health requests start their own probe, never join one an earlier test left behind.
+
+    A probe a test released may still be finishing when the next test begins (pytest-django runs
+    the transactional tests last, so file order says nothing of what runs next); its answer or
+    error belongs to that earlier test.
+    """
+    health._latest = None
+    health._healthy = None
+    yield
+    health._latest = None
+    health._healthy = None
 
 
 @pytest.fixture
