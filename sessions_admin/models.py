@@ -80,15 +80,20 @@ class TimeoutConfig(models.Model):
 class PlusMinutes(Func):
     """``instant + minutes`` where ``minutes`` is an integer column, on PostgreSQL and SQLite.
 
-    Django cannot multiply an integer column by a duration on SQLite, so the
-    SQLite form calls the backend's own ``django_format_dtdelta`` with
-    microseconds; it yields the same text format SQLite stores datetimes in,
-    so comparisons with stored values stay exact.
+    Django cannot multiply an integer column by a duration on SQLite, and its
+    own date arithmetic there is a Python function called once a row (about
+    2 s for the near-expiration count at a million sessions). Adding whole
+    minutes leaves the fraction of a second as it is, so the SQLite form adds
+    them to the instant's whole seconds with SQLite's own ``datetime()`` and
+    appends the fraction: the result is text in the format SQLite stores
+    datetimes in (``YYYY-MM-DD HH:MM:SS[.ffffff]``), so comparisons with stored
+    values stay exact.
     """
 
     output_field = models.DateTimeField()
 
     def __init__(self, instant: datetime, minutes_column: str):
+        self.instant = instant
         super().__init__(Value(instant, output_field=models.DateTimeField()), F(minutes_column))
 
     def as_sql(self, compiler, connection, **extra_context):
@@ -98,10 +103,10 @@ class PlusMinutes(Func):
         )
 
     def as_sqlite(self, compiler, connection, **extra_context):
-        return super().as_sql(
-            compiler, connection, template="django_format_dtdelta('+', %(expressions)s)",
-            arg_joiner=", 60000000 * ", **extra_context,
-        )
+        seconds, dot, fraction = connection.ops.adapt_datetimefield_value(self.instant).partition(".")
+        minutes_sql, minutes_params = compiler.compile(self.source_expressions[1])
+        sql = f"(datetime(%s, ({minutes_sql} * 60) || ' seconds') || %s)"
+        return sql, (seconds, *minutes_params, dot + fraction)
 
 
 def _warning_starts_at(now: datetime):
