@@ -137,6 +137,7 @@ def test_create_rejects_invalid_fields(api_client, body, field, message):
         ("warningThresholdMinutes", 0),
         ("warningThresholdMinutes", 31),  # above the default timeout of 30
         ("warningThresholdMinutes", 2.5),
+        ("warningThresholdMinutes", True),  # 1 would be in range: a boolean is still refused
         ("autoRenew", "true"),
         ("autoRenew", 1),
         ("autoRenew", 0),
@@ -189,6 +190,8 @@ def test_metadata_limit_counts_utf8_bytes_and_is_inclusive(api_client, settings)
     exact = {"k": "x" * (settings.SESSIONS_METADATA_MAX_BYTES - overhead)}
     response = post_json(api_client, BASE, {**VALID, "metadata": exact})
     assert response.status_code == 201, response.json()
+    one_byte_over = {"k": "x" * (settings.SESSIONS_METADATA_MAX_BYTES - overhead + 1)}
+    assert_envelope(post_json(api_client, BASE, {**VALID, "metadata": one_byte_over}), 400, "VALIDATION_ERROR")
     # "é" is two bytes in UTF-8: one character fewer than the limit still goes over.
     over = {"k": "é" * ((settings.SESSIONS_METADATA_MAX_BYTES - overhead) // 2 + 1)}
     error = assert_envelope(
@@ -311,6 +314,7 @@ def test_every_problem_is_listed_in_details(api_client):
         ({"timeoutMinutes": 60, "sessionId": "x"}, "sessionId"),
         ({"maxDurationMinutes": 20161}, "maxDurationMinutes"),
         ({"warningThresholdMinutes": 0}, "warningThresholdMinutes"),
+        ({"warningThresholdMinutes": True}, "warningThresholdMinutes"),
         ({"timeoutMinutes": "4"}, "timeoutMinutes"),
         ({"timeoutMinutes": None}, "timeoutMinutes"),
     ],

@@ -473,6 +473,7 @@ def test_patch_inconsistent_with_the_current_config_is_400(api_client, clock):
     assert error["code"] == "VALIDATION_ERROR"
     assert "warningThresholdMinutes" in error["message"]
     assert error["details"]["field"] == "warningThresholdMinutes"
+    assert error["details"]["fields"] == {"warningThresholdMinutes": [error["message"]]}
 
 
 def test_patch_expired_is_410_and_unknown_is_404(api_client, clock):

@@ -923,6 +923,7 @@ def test_tampered_cursor_is_400(admin_api, cursor):
     ):
         error = assert_envelope(admin_api.get(URL, {"cursor": token}), 400, "VALIDATION_ERROR")
         assert error["details"]["field"] == "cursor"
+        assert error["details"]["fields"] == {"cursor": [error["message"]]}
 
 
 def test_cursor_from_another_ordering_is_400(admin_api, cursor):

@@ -102,6 +102,16 @@ def test_admin_list_without_credentials_is_401(api_client, client_key, admin_key
     assert response.json()["error"]["code"] == "UNAUTHORIZED"
     response = api_client.get(BASE, HTTP_X_API_KEY="wrong")
     assert response.status_code == 401
+    assert response.json()["error"]["message"] == "Invalid API key"
+
+
+def test_a_wrong_key_is_named_even_for_a_signed_in_user(api_client, plain_user, admin_key):
+    """A user who is no operator and sends a key that matches nothing hears about the key."""
+    api_client.force_login(plain_user)
+    response = api_client.get(BASE, HTTP_X_API_KEY="wrong")
+
+    assert response.status_code == 401
+    assert response.json()["error"]["message"] == "Invalid API key"
 
 
 def test_admin_list_with_the_admin_key(api_client, admin_key):
