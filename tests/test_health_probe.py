@@ -106,6 +106,62 @@ def test_requests_during_a_slow_probe_wait_for_it_instead_of_starting_more(
     assert len(calls) == 2
 
 
+class _ExitSignallingLock:
+    """``health._lock`` that counts how many requests have taken their probe."""
+
+    def __init__(self, lock):
+        self.lock = lock
+        self.exits = 0
+        self.changed = threading.Condition()
+
+    def __enter__(self):
+        return self.lock.__enter__()
+
+    def __exit__(self, *exc_info):
+        self.lock.__exit__(*exc_info)
+        with self.changed:
+            self.exits += 1
+            self.changed.notify_all()
+
+    def wait_for(self, exits):
+        with self.changed:
+            assert self.changed.wait_for(lambda: self.exits >= exits, timeout=5)
+
+
+@pytest.mark.django_db
+def test_a_request_that_joins_a_probe_answers_with_the_probe_s_instant(settings, monkeypatch):
+    """The counts are those of the instant the probe started: so is the timestamp of every answer."""
+    settings.SESSIONS_HEALTH_TIMEOUT_MS = 5000
+    release = threading.Event()
+
+    def slow_stats(*, now):
+        release.wait(5)
+        return {"total": 1, "active": 1, "expired": 0, "near_expiration": 0}
+
+    monkeypatch.setattr(selectors, "session_stats", slow_stats)
+    lock = _ExitSignallingLock(health._lock)
+    monkeypatch.setattr(health, "_lock", lock)
+    answers = []
+
+    def check():
+        answers.append(APIClient().get(HEALTH).json())
+
+    with time_machine.travel(T0, tick=False) as traveller:
+        first = threading.Thread(target=check)
+        first.start()
+        lock.wait_for(1)  # the first request started the probe
+        traveller.shift(timedelta(milliseconds=700))
+        second = threading.Thread(target=check)
+        second.start()
+        lock.wait_for(2)  # the second joined it
+        release.set()
+        first.join(5)
+        second.join(5)
+
+    assert [answer["timestamp"] for answer in answers] == ["2026-11-27T10:00:00.000Z"] * 2
+    assert [answer["activeSessions"] for answer in answers] == [1, 1]
+
+
 @pytest.fixture
 def reuse_for_a_second(settings):
     settings.SESSIONS_HEALTH_CACHE_MS = 1000
