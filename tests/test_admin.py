@@ -668,6 +668,12 @@ def test_large_filtered_results_are_counted_up_to_a_limit(operator_client, froze
     assert 'class="this-page">2<' in beyond.content.decode()
     before = operator_client.get(CHANGELIST, {"auto_renew": "no", "p": "-4"})
     assert before.status_code == 200 and before.context["cl"].page_num == 1
+    # Exactly the limit is still an exact count.
+    SessionFactory.create_batch(4, now=frozen, timeout_config=TimeoutConfigFactory(auto_renew=True))
+    at_limit = operator_client.get(CHANGELIST, {"auto_renew": "yes"})
+    assert at_limit.context["cl"].paginator.count_is_exact
+    assert "4 sessions" in at_limit.content.decode()
+    assert "more than 4" not in at_limit.content.decode()
 
 
 def test_second_page(operator_client, frozen, monkeypatch):
