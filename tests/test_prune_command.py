@@ -20,7 +20,7 @@ import tempfile
 import threading
 import time
 import uuid
-from contextlib import closing
+from contextlib import closing, contextmanager
 from datetime import UTC, datetime, timedelta
 from io import StringIO
 from pathlib import Path
@@ -793,12 +793,12 @@ def test_concurrent_pruners_neither_block_nor_double_count(pruners):
     assert remaining(expired) == set() and remaining(active) == set(active)
 
 
-@pytest.mark.postgres
-@pytest.mark.django_db(transaction=True)
-def test_rows_locked_elsewhere_are_skipped_not_waited_for():
-    now = policy.clock()
-    expired = add_sessions(300, expires_at=now - timedelta(minutes=1))
-    held = expired[:50]
+@contextmanager
+def row_locks_held_elsewhere(queryset):
+    """Lock the rows of ``queryset`` (FOR UPDATE) in another thread's transaction for the block.
+
+    The test's own statements give up on a lock after 2 s instead of waiting.
+    """
     locked, release, errors = threading.Event(), threading.Event(), []
 
     def hold_locks():
@@ -806,7 +806,7 @@ def test_rows_locked_elsewhere_are_skipped_not_waited_for():
 
         try:
             with transaction.atomic():
-                list(Session.objects.select_for_update().filter(pk__in=held).values_list("pk"))
+                list(queryset.select_for_update().values_list("pk"))
                 locked.set()
                 release.wait(timeout=60)
         except Exception as exc:
@@ -820,17 +820,41 @@ def test_rows_locked_elsewhere_are_skipped_not_waited_for():
         assert locked.wait(timeout=30)
         with connection.cursor() as cursor:
             cursor.execute("SET lock_timeout = '2s'")
-        started = time.monotonic()
-        result = services.session_prune_expired(batch_size=40)
-        assert time.monotonic() - started < 2
-        assert result.deleted == 250 and remaining(expired) == set(held)
+        yield
     finally:
         release.set()
         holder.join(timeout=30)
         with connection.cursor() as cursor:
             cursor.execute("RESET lock_timeout")
     assert not errors, errors
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_rows_locked_elsewhere_are_skipped_not_waited_for():
+    now = policy.clock()
+    expired = add_sessions(300, expires_at=now - timedelta(minutes=1))
+    held = expired[:50]
+    with row_locks_held_elsewhere(Session.objects.filter(pk__in=held)):
+        started = time.monotonic()
+        result = services.session_prune_expired(batch_size=40)
+        assert time.monotonic() - started < 2
+        assert result.deleted == 250 and remaining(expired) == set(held)
     assert services.session_prune_expired().deleted == 50
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_unused_configurations_locked_elsewhere_are_skipped_not_waited_for():
+    """A create that has just taken a configuration holds it: the pruner leaves it, at once."""
+    taken = TimeoutConfigFactory(timeout_minutes=45)
+    TimeoutConfigFactory(timeout_minutes=50)  # unused and free: deleted
+    with row_locks_held_elsewhere(TimeoutConfig.objects.filter(pk=taken.pk)):
+        started = time.monotonic()
+        deleted = pruning.timeout_config_prune_unused()
+        assert time.monotonic() - started < 2
+    assert deleted == 1
+    assert set(TimeoutConfig.objects.values_list("pk", flat=True)) == {taken.pk}
 
 
 @pytest.mark.postgres
