@@ -1,15 +1,16 @@
 """Concurrent writes from real threads, each with its own database connection (PostgreSQL)."""
 
 import threading
+import time
 import uuid
 from datetime import timedelta
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 from django.test import Client
 from django.utils import timezone
 
-from sessions_admin import policy, pruning
+from sessions_admin import policy, pruning, services
 from sessions_admin.models import Session, TimeoutConfig
 from tests.factories import SessionFactory, TimeoutConfigFactory
 
@@ -143,3 +144,54 @@ def test_create_survives_repeated_pruning_of_its_new_configuration(settings, mon
     assert sabotaged == [1, 1, 1]  # each attempt's configuration was pruned once
     session = Session.objects.get(pk=response.json()["sessionId"])
     assert session.timeout_config.timeout_minutes == 77
+
+
+def test_expire_now_waits_for_a_heartbeat_in_progress_and_ends_after_it():
+    """An operator's "expire now" never sets an expiry before the last activity it waited for."""
+    session = SessionFactory(now=policy.clock())
+    locked, go, errors, results = threading.Event(), threading.Event(), [], []
+
+    def in_thread(work):
+        def run():
+            try:
+                work()
+            except Exception as exc:  # reported below
+                errors.append(exc)
+            finally:
+                connection.close()
+
+        thread = threading.Thread(target=run)
+        thread.start()
+        return thread
+
+    def heartbeat_holding_the_row():
+        with transaction.atomic():
+            list(Session.objects.select_for_update().filter(pk=session.pk).values_list("pk"))
+            locked.set()
+            go.wait(timeout=30)
+            services.session_heartbeat(session_id=session.pk)
+
+    heartbeat = in_thread(heartbeat_holding_the_row)
+    assert locked.wait(timeout=30)
+    expire = in_thread(lambda: results.append(services.session_expire_now(session_ids=[session.pk])))
+    with connection.cursor() as cursor:  # until the expiry waits on the heartbeat's row lock
+        for _ in range(300):
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE wait_event_type = 'Lock' AND datname = current_database()"
+            )
+            if cursor.fetchone()[0]:
+                break
+            time.sleep(0.01)
+        else:
+            pytest.fail("the expiry never waited for the row")
+    go.set()
+    heartbeat.join(timeout=30)
+    expire.join(timeout=30)
+
+    assert not errors, errors
+    assert len(results) == 1
+    ended, _, _ = results[0]
+    stored = Session.objects.get(pk=session.pk)
+    assert [s.pk for s in ended] == [session.pk]
+    assert stored.expires_at >= stored.last_activity >= session.last_activity
