@@ -6,7 +6,7 @@ import re
 import uuid
 
 import pytest
-from django.db import OperationalError, connections
+from django.db import DatabaseError, OperationalError, connections
 
 from sessions_admin.models import Session
 from tests.factories import SessionFactory
@@ -562,10 +562,16 @@ def test_too_many_query_parameters_is_400_not_500(admin_api, settings, caplog):
 # -- database unavailable -----------------------------------------------------
 
 
-@pytest.fixture
-def database_down(monkeypatch):
+@pytest.fixture(
+    params=[
+        OperationalError("connection to server at 127.0.0.1, port 5432 failed"),
+        DatabaseError("connection already closed"),  # a driver's plain DatabaseError
+    ],
+    ids=["operational", "plain"],
+)
+def database_down(monkeypatch, request):
     def unreachable(*args, **kwargs):
-        raise OperationalError("connection to server at 127.0.0.1, port 5432 failed")
+        raise request.param
 
     monkeypatch.setattr(connections["default"], "ensure_connection", unreachable)
 
