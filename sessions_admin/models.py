@@ -103,8 +103,9 @@ class PlusMinutes(Func):
         )
 
     def as_sqlite(self, compiler, connection, **extra_context):
-        seconds, dot, fraction = connection.ops.adapt_datetimefield_value(self.instant).partition(".")
-        minutes_sql, minutes_params = compiler.compile(self.source_expressions[1])
+        instant = connection.ops.adapt_datetimefield_value(self.instant)
+        seconds, dot, fraction = instant.partition(".")
+        minutes_sql, minutes_params = compiler.compile(self.get_source_expressions()[1])
         sql = f"(datetime(%s, ({minutes_sql} * 60) || ' seconds') || %s)"
         return sql, (seconds, *minutes_params, dot + fraction)
 

@@ -32,7 +32,7 @@ def cache_in_service():
 
 @pytest.fixture(autouse=True)
 def no_health_probe_in_flight():
-    """Each test's health requests start their own probe, never join one an earlier test left behind.
+    """Each test's health requests start their own probe, never one an earlier test left behind.
 
     A probe a test released may still be finishing when the next test begins (pytest-django runs
     the transactional tests last, so file order says nothing of what runs next); its answer or

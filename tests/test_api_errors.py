@@ -191,7 +191,8 @@ def test_metadata_limit_counts_utf8_bytes_and_is_inclusive(api_client, settings)
     response = post_json(api_client, BASE, {**VALID, "metadata": exact})
     assert response.status_code == 201, response.json()
     one_byte_over = {"k": "x" * (settings.SESSIONS_METADATA_MAX_BYTES - overhead + 1)}
-    assert_envelope(post_json(api_client, BASE, {**VALID, "metadata": one_byte_over}), 400, "VALIDATION_ERROR")
+    over_by_one = post_json(api_client, BASE, {**VALID, "metadata": one_byte_over})
+    assert_envelope(over_by_one, 400, "VALIDATION_ERROR")
     # "é" is two bytes in UTF-8: one character fewer than the limit still goes over.
     over = {"k": "é" * ((settings.SESSIONS_METADATA_MAX_BYTES - overhead) // 2 + 1)}
     error = assert_envelope(

@@ -369,11 +369,13 @@ def test_near_expiration_filter_agrees_with_the_field_below_a_millisecond(admin_
     "now",
     [
         datetime(2026, 11, 27, 10, 0, 0, 250_000, tzinfo=UTC),
-        datetime(2026, 11, 27, 10, 0, 59, 999_000, tzinfo=UTC),  # the rule counts from a whole second
+        datetime(2026, 11, 27, 10, 0, 59, 999_000, tzinfo=UTC),  # counted from a whole second
         datetime(2026, 12, 31, 23, 30, 0, 0, tzinfo=UTC),  # thresholds that run into the next year
     ],
 )
-def test_near_expiration_counts_agree_with_the_rule_at_each_threshold_edge(admin_api, api_client, now):
+def test_near_expiration_counts_agree_with_the_rule_at_each_threshold_edge(
+    admin_api, api_client, now
+):
     """The filter, ``total`` and health's ``expiringSoon`` count what ``isNearExpiration`` says."""
     sessions = []
     for threshold in (1, 5, 60):
@@ -399,7 +401,7 @@ def test_near_expiration_counts_agree_with_the_rule_at_each_threshold_edge(admin
         near = get(admin_api, nearExpiration="true", limit=100)
         health = api_client.get(f"{URL}/health").json()
 
-    assert len(expected) == 9  # three a threshold: 1 ms before it, at it, half a millisecond past it
+    assert len(expected) == 9  # three a threshold: 1 ms before it, at it, 0.5 ms past it
     assert sorted(ids(near)) == expected
     assert near["total"] == 9
     assert health["expiringSoon"] == 9

@@ -173,7 +173,9 @@ def test_expire_now_waits_for_a_heartbeat_in_progress_and_ends_after_it():
 
     heartbeat = in_thread(heartbeat_holding_the_row)
     assert locked.wait(timeout=30)
-    expire = in_thread(lambda: results.append(services.session_expire_now(session_ids=[session.pk])))
+    expire = in_thread(
+        lambda: results.append(services.session_expire_now(session_ids=[session.pk]))
+    )
     with connection.cursor() as cursor:  # until the expiry waits on the heartbeat's row lock
         for _ in range(300):
             cursor.execute(

@@ -130,7 +130,7 @@ class _ExitSignallingLock:
 
 @pytest.mark.django_db
 def test_a_request_that_joins_a_probe_answers_with_the_probe_s_instant(settings, monkeypatch):
-    """The counts are those of the instant the probe started: so is the timestamp of every answer."""
+    """The counts are those of the instant the probe started: so is every answer's timestamp."""
     settings.SESSIONS_HEALTH_TIMEOUT_MS = 5000
     release = threading.Event()
 

@@ -237,7 +237,7 @@ def test_verbosity_2_adds_a_line_per_batch_and_unused_configs(frozen, fixed_time
 
 @db
 def test_verbosity_2_names_no_configurations_when_none_was_unused(frozen, fixed_timer):
-    add_sessions(2, expires_at=NOW + timedelta(minutes=10))  # active: their configuration stays used
+    add_sessions(2, expires_at=NOW + timedelta(minutes=10))  # active: their configuration is used
     assert prune("--verbosity", "2") == ["Pruned 0 expired sessions in 0.8 s (0 batches)."]
 
 
