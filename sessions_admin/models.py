@@ -93,7 +93,6 @@ class PlusMinutes(Func):
     output_field = models.DateTimeField()
 
     def __init__(self, instant: datetime, minutes_column: str):
-        self.instant = instant
         super().__init__(Value(instant, output_field=models.DateTimeField()), F(minutes_column))
 
     def as_sql(self, compiler, connection, **extra_context):
@@ -103,9 +102,10 @@ class PlusMinutes(Func):
         )
 
     def as_sqlite(self, compiler, connection, **extra_context):
-        instant = connection.ops.adapt_datetimefield_value(self.instant)
-        seconds, dot, fraction = instant.partition(".")
-        minutes_sql, minutes_params = compiler.compile(self.get_source_expressions()[1])
+        instant, minutes = self.get_source_expressions()
+        text = connection.ops.adapt_datetimefield_value(instant.value)
+        seconds, dot, fraction = text.partition(".")
+        minutes_sql, minutes_params = compiler.compile(minutes)
         sql = f"(datetime(%s, ({minutes_sql} * 60) || ' seconds') || %s)"
         return sql, (seconds, *minutes_params, dot + fraction)
 

@@ -155,13 +155,13 @@ def session_renew_many(
 ) -> tuple[list[Session], Counter[type[SessionError]], datetime]:
     """Renew each of the given sessions as ``session_renew`` would, all in one transaction.
 
-    Returns the sessions whose expiry it extended (one renewed already in the
-    same millisecond gets only its ``lastActivity``), how many were refused counted by the error
-    ``session_renew`` would have raised for them (``SessionNotFound``,
-    ``SessionExpired``, ``SessionRenewalFailed``), and the instant. A
-    constant number of queries, however many sessions are given; each id is
-    a query parameter (up to three times), so it is meant for a selection
-    such as the admin's, not for the whole table.
+    Returns the sessions whose expiry it extended (one renewed already in
+    the same millisecond gets only its ``lastActivity``), how many were
+    refused counted by the error ``session_renew`` would have raised for them
+    (``SessionNotFound``, ``SessionExpired``, ``SessionRenewalFailed``), and
+    the instant. A constant number of queries, however many sessions are
+    given; each id is a query parameter (up to three times), so it is meant
+    for a selection such as the admin's, not for the whole table.
     """
     session_ids = set(session_ids)
     refused = Counter()

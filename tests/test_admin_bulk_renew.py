@@ -9,7 +9,7 @@ from unittest import mock
 import pytest
 import time_machine
 from django.contrib.admin.models import CHANGE, LogEntry
-from django.db import connection
+from django.db import OperationalError, connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
@@ -158,8 +158,6 @@ def test_a_session_renewed_already_in_this_millisecond_is_touched_not_counted(fr
 
 def test_the_renewal_and_its_log_entries_commit_together(operator_client, frozen, monkeypatch):
     """A renewal whose log cannot be written is not applied: nothing changed unrecorded."""
-    from django.db import OperationalError
-
     sessions = SessionFactory.create_batch(3, now=NOW - 5 * MINUTE)
     before = list(Session.objects.order_by("pk").values())
 

@@ -7,7 +7,9 @@ import uuid
 
 import pytest
 from django.db import DatabaseError, OperationalError, connections
+from rest_framework.exceptions import Throttled
 
+from sessions_admin.errors import api_exception_handler
 from sessions_admin.models import Session
 from tests.factories import SessionFactory
 
@@ -613,12 +615,10 @@ def test_unexpected_errors_are_a_json_500_not_html(api_client, monkeypatch):
     assert "a bug" not in error["message"]  # internals stay in the log
 
 
-@pytest.mark.parametrize(("wait", "retry_after"), [(0.2, "1"), (1.0, "1"), (1.0005, "2"), (29.9999, "30")])
+@pytest.mark.parametrize(
+    ("wait", "retry_after"), [(0.2, "1"), (1.0, "1"), (1.0005, "2"), (29.9999, "30")]
+)
 def test_retry_after_is_the_wait_rounded_up(wait, retry_after):
-    from rest_framework.exceptions import Throttled
-
-    from sessions_admin.errors import api_exception_handler
-
     response = api_exception_handler(Throttled(wait=wait), {})
     assert response.status_code == 429
     assert response["Retry-After"] == retry_after
