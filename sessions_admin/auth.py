@@ -1,9 +1,9 @@
-"""API keys and the two access levels: client routes and the admin list.
+"""API keys, and who may do what on the API.
 
 ``X-API-KEY`` equal to ``SESSIONS_ADMIN_API_KEY`` acts as an admin; equal to
 ``SESSIONS_API_KEY`` (alias ``ELIZA_SERVER_AUTH_TOKEN``) as a client. Keys are
 compared in constant time. Staff users authenticate with a Django session or
-HTTP Basic.
+HTTP Basic, and need the model permission an operation needs, as in the admin.
 """
 
 import hmac
@@ -63,35 +63,55 @@ def _reject_bad_key(request) -> None:
         raise exceptions.AuthenticationFailed("Invalid API key")
 
 
-def is_sessions_admin(request) -> bool:
-    user = request.user
-    return bool(user and user.is_authenticated and user.is_active and user.is_staff)
+class StaffModelPermissions(BasePermission):
+    """The admin key, or a staff user holding the model permission the method needs.
 
+    As in the admin, and as DRF's ``DjangoModelPermissions`` but with reading
+    needing ``view_<model>``: ``GET`` view, ``POST`` add, ``PUT``/``PATCH``
+    change, ``DELETE`` delete. A view names its model in ``permission_model``
+    and maps a method to another action in ``permission_actions`` (a ``POST``
+    that renews a session changes it). Superusers hold every permission.
+    """
 
-class IsSessionsAdmin(BasePermission):
-    """Staff users or the admin API key."""
+    actions = {
+        "GET": "view",
+        "HEAD": "view",
+        "OPTIONS": "view",
+        "POST": "add",
+        "PUT": "change",
+        "PATCH": "change",
+        "DELETE": "delete",
+    }
 
-    message = "Admin access required: a staff user or the admin API key"
+    def required_permission(self, request, view) -> str:
+        """``app_label.action_model`` for the request's method on ``view``."""
+        actions = {**self.actions, **getattr(view, "permission_actions", {})}
+        if request.method not in actions:
+            raise exceptions.MethodNotAllowed(request.method)
+        opts = view.permission_model._meta
+        return f"{opts.app_label}.{actions[request.method]}_{opts.model_name}"
 
     def has_permission(self, request, view):
-        if is_sessions_admin(request):
+        if request.auth == ROLE_ADMIN:
+            return True
+        permission = self.required_permission(request, view)
+        user = request.user
+        if user and user.is_active and user.is_staff and user.has_perm(permission):
             return True
         _reject_bad_key(request)
+        self.message = (
+            f"Permission {permission!r} required: a staff user holding it, or the admin API key"
+        )
         return False
 
 
-class ClientAccess(BasePermission):
-    """Open when no client key is configured; otherwise the client key, the admin key or staff."""
-
-    message = "A valid X-API-KEY is required"
+class ClientAccess(StaffModelPermissions):
+    """Client routes: open when no client key is configured; otherwise the client key, or as above."""
 
     def has_permission(self, request, view):
-        if not settings.SESSIONS_API_KEY:
+        if not settings.SESSIONS_API_KEY or request.auth == ROLE_CLIENT:
             return True
-        if request.auth in (ROLE_CLIENT, ROLE_ADMIN) or is_sessions_admin(request):
-            return True
-        _reject_bad_key(request)
-        return False
+        return super().has_permission(request, view)
 
 
 class ApiKeyScheme(OpenApiAuthenticationExtension):

@@ -186,4 +186,11 @@ class ThrottledBasicScheme(OpenApiAuthenticationExtension):
     name = "basicAuth"
 
     def get_security_definition(self, auto_schema):
-        return {"type": "http", "scheme": "basic"}
+        return {
+            "type": "http",
+            "scheme": "basic",
+            "description": (
+                "A staff user, holding the session permission each operation names "
+                "(view_session, add_session, change_session or delete_session)"
+            ),
+        }

@@ -15,9 +15,10 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from sessions_admin import health, policy, selectors, services
-from sessions_admin.auth import IsSessionsAdmin
+from sessions_admin.auth import StaffModelPermissions
 from sessions_admin.errors import DATABASE_UNAVAILABLE, error_body
 from sessions_admin.exceptions import SessionNotFound
+from sessions_admin.models import Session
 from sessions_admin.parsers import JSONContentNegotiation, StrictJSONParser
 from sessions_admin.serializers import (
     UUID_PATTERN,
@@ -45,9 +46,19 @@ def _error(description: str) -> OpenApiResponse:
     return OpenApiResponse(ErrorResponseSerializer, description=description)
 
 
+def _client_route(permission: str) -> str:
+    return (
+        f" Client route: open, or the client key when SESSIONS_API_KEY is set; also the admin "
+        f"key, or a staff user holding sessions_admin.{permission}."
+    )
+
+
 BAD_REQUEST = _error("VALIDATION_ERROR: invalid field, unknown field or malformed JSON")
 UNAUTHORIZED = _error("UNAUTHORIZED: X-API-KEY missing or wrong (when SESSIONS_API_KEY is set)")
-FORBIDDEN = _error("FORBIDDEN: authenticated, but not allowed")
+FORBIDDEN = _error(
+    "FORBIDDEN: authenticated, but not allowed (a staff user without the permission the "
+    "operation needs, a user who is not staff, the client key on the admin list)"
+)
 NOT_FOUND = _error("SESSION_NOT_FOUND: no session has this id")
 EXPIRED = _error("SESSION_EXPIRED: the session has expired (details.expiresAt)")
 TOO_LARGE = _error("PAYLOAD_TOO_LARGE: request body over 1 MB")
@@ -87,21 +98,28 @@ class ApiView(ThrottleBeforePermissions, APIView):
     content_negotiation_class = JSONContentNegotiation
 
 
-class SessionCollectionView(ApiView):
+class SessionView(ApiView):
+    """A view on sessions: staff users need the ``Session`` permission of its operation."""
+
+    permission_model = Session
+
+
+class SessionCollectionView(SessionView):
     """``/sessions``: list (admin) and create."""
 
     def get_permissions(self):
         # HEAD runs the list too (DRF answers it with the GET handler).
         if self.request.method in ("GET", "HEAD"):
-            return [IsSessionsAdmin()]
+            return [StaffModelPermissions()]
         return super().get_permissions()
 
     @extend_schema(
         operation_id="listSessions",
         summary="List sessions (admin endpoint)",
         description=(
-            "One page of sessions with the counts. Needs a staff user or the admin API key "
-            "(never open to anonymous callers, unlike the original seed)."
+            "One page of sessions with the counts. Needs the admin API key or a staff user "
+            "holding sessions_admin.view_session (never open to anonymous callers, unlike the "
+            "original seed)."
         ),
         parameters=[SessionListQuerySerializer],
         responses={
@@ -137,6 +155,7 @@ class SessionCollectionView(ApiView):
         description=(
             "Starts a session now: expiresAt = min(now + timeoutMinutes, now + maxDurationMinutes). "
             "Invalid values are rejected, never clamped; unknown fields are rejected."
+            + _client_route("add_session")
         ),
         request=SessionCreateSerializer,
         responses={
@@ -164,13 +183,16 @@ class SessionCollectionView(ApiView):
         )
 
 
-class SessionDetailView(ApiView):
+class SessionDetailView(SessionView):
     """``/sessions/{sessionId}``: read and delete."""
 
     @extend_schema(
         operation_id="getSession",
         summary="Get a session",
-        description="No side effects. An expired session answers 410 until it is pruned.",
+        description=(
+            "No side effects. An expired session answers 410 until it is pruned."
+            + _client_route("view_session")
+        ),
         parameters=[SESSION_ID],
         responses={**ON_ONE_SESSION, **COMMON_ERRORS},
         tags=TAGS,
@@ -184,7 +206,9 @@ class SessionDetailView(ApiView):
     @extend_schema(
         operation_id="deleteSession",
         summary="Delete a session",
-        description="Works on expired (not yet pruned) sessions too.",
+        description=(
+            "Works on expired (not yet pruned) sessions too." + _client_route("delete_session")
+        ),
         parameters=[SESSION_ID],
         responses={
             200: OpenApiResponse(SessionDeletedSerializer, description="Session deleted"),
@@ -205,8 +229,10 @@ class SessionDetailView(ApiView):
         )
 
 
-class SessionHeartbeatView(ApiView):
+class SessionHeartbeatView(SessionView):
     """``/sessions/{sessionId}/heartbeat``."""
+
+    permission_actions = {"POST": "change"}
 
     @extend_schema(
         operation_id="sendSessionHeartbeat",
@@ -214,6 +240,7 @@ class SessionHeartbeatView(ApiView):
         description=(
             "lastActivity = now. With autoRenew, expiresAt moves to min(now + timeout, cap) when "
             "that is later, and renewalCount grows by one. Any request body is ignored."
+            + _client_route("change_session")
         ),
         parameters=[SESSION_ID],
         request=None,
@@ -229,8 +256,10 @@ class SessionHeartbeatView(ApiView):
         return Response(session_info(session, now=now))
 
 
-class SessionRenewView(ApiView):
+class SessionRenewView(SessionView):
     """``/sessions/{sessionId}/renew``."""
+
+    permission_actions = {"POST": "change"}
 
     @extend_schema(
         operation_id="renewSession",
@@ -238,7 +267,7 @@ class SessionRenewView(ApiView):
         description=(
             "As a heartbeat with auto-renew, whatever autoRenew says. 422 when the session "
             "cannot be extended because it reached its maximum duration. Any request body is "
-            "ignored."
+            "ignored." + _client_route("change_session")
         ),
         parameters=[SESSION_ID],
         request=None,
@@ -255,7 +284,7 @@ class SessionRenewView(ApiView):
         return Response(session_info(session, now=now))
 
 
-class SessionTimeoutView(ApiView):
+class SessionTimeoutView(SessionView):
     """``/sessions/{sessionId}/timeout``."""
 
     @extend_schema(
@@ -264,6 +293,7 @@ class SessionTimeoutView(ApiView):
         description=(
             "Fields left out keep their current values. expiresAt = min(now + timeout, "
             "createdAt + maxDuration); renewalCount and lastActivity are unchanged."
+            + _client_route("change_session")
         ),
         parameters=[SESSION_ID],
         request=TimeoutPatchSerializer,

@@ -8,6 +8,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from django.contrib.auth.models import Group, Permission
 from django.core.checks import run_checks
 
 from sessions_admin import auth
@@ -132,10 +133,121 @@ def basic(username, password):
     return {"HTTP_AUTHORIZATION": f"Basic {token}"}
 
 
-def test_staff_user_opens_the_admin_list(api_client, staff_user):
+def test_an_operator_opens_the_admin_list(api_client, operator):
     assert api_client.get(BASE, **basic("operator", "operator-pass-123")).status_code == 200
-    api_client.force_login(staff_user)
+    api_client.force_login(operator)
     assert api_client.get(BASE).status_code == 200
+
+
+def test_a_staff_user_without_permissions_cannot_list(api_client, staff_user):
+    """Being staff is not enough: the list needs view_session, as the admin's list does."""
+    response = api_client.get(BASE, **basic("operator", "operator-pass-123"))
+
+    assert response.status_code == 403
+    error = response.json()["error"]
+    assert error["code"] == "FORBIDDEN"
+    assert "'sessions_admin.view_session'" in error["message"]
+    api_client.force_login(staff_user)
+    assert api_client.get(BASE).status_code == 403
+
+
+def staff_holding(django_user_model, *codenames, **flags):
+    """User ``holder`` (staff unless ``is_staff=False``) holding just these session permissions."""
+    user = django_user_model.objects.create_user(
+        username="holder", password="holder-pass-123", **{"is_staff": True, **flags}
+    )
+    user.user_permissions.set(
+        Permission.objects.filter(content_type__app_label="sessions_admin", codename__in=codenames)
+    )
+    return user
+
+
+# Each route under /sessions, with the permission a staff user needs there.
+ROUTE_PERMISSIONS = [
+    ("get", "{base}", None, "view_session"),
+    ("head", "{base}", None, "view_session"),
+    ("get", "{base}/{id}", None, "view_session"),
+    ("post", "{base}/{id}/heartbeat", None, "change_session"),
+    ("post", "{base}/{id}/renew", None, "change_session"),
+    ("patch", "{base}/{id}/timeout", {"timeoutMinutes": 60}, "change_session"),
+    ("delete", "{base}/{id}", None, "delete_session"),
+    ("post", "{base}", VALID, "add_session"),
+]
+SESSION_CODENAMES = ["view_session", "add_session", "change_session", "delete_session"]
+
+
+@pytest.mark.parametrize("held", SESSION_CODENAMES)
+@pytest.mark.parametrize(("method", "path", "body", "needed"), ROUTE_PERMISSIONS)
+def test_staff_users_need_the_model_permission_of_the_operation(
+    api_client, client_key, django_user_model, method, path, body, needed, held
+):
+    """As in the admin: view to read, change to renew or patch, delete to delete."""
+    session = SessionFactory()
+    before = Session.objects.get(pk=session.pk)
+    staff_holding(django_user_model, held)
+    url = path.format(base=BASE, id=session.pk)
+
+    response = send(api_client, method, url, body, **basic("holder", "holder-pass-123"))
+
+    if held == needed:
+        assert response.status_code in (200, 201), response.content
+        return
+    assert response.status_code == 403
+    if method != "head":
+        error = response.json()["error"]
+        assert error["code"] == "FORBIDDEN"
+        assert f"'sessions_admin.{needed}'" in error["message"]
+    after = Session.objects.filter(pk=session.pk).first()
+    assert after is not None and after.expires_at == before.expires_at
+    assert after.timeout_config_id == before.timeout_config_id
+    assert Session.objects.count() == 1
+
+
+@pytest.mark.parametrize(("method", "path", "body", "needed"), ROUTE_PERMISSIONS)
+def test_a_permission_held_through_a_group_counts(
+    api_client, client_key, django_user_model, method, path, body, needed
+):
+    session = SessionFactory()
+    group = Group.objects.create(name="operators")
+    group.permissions.set(Permission.objects.filter(codename=needed))
+    staff_holding(django_user_model).groups.add(group)
+
+    response = send(
+        api_client, method, path.format(base=BASE, id=session.pk), body,
+        **basic("holder", "holder-pass-123"),
+    )
+
+    assert response.status_code in (200, 201), response.content
+
+
+@pytest.mark.parametrize(("method", "path", "body", "needed"), ROUTE_PERMISSIONS)
+def test_superusers_hold_every_permission(
+    api_client, client_key, django_user_model, method, path, body, needed
+):
+    session = SessionFactory()
+    staff_holding(django_user_model, is_superuser=True)
+
+    response = send(
+        api_client, method, path.format(base=BASE, id=session.pk), body,
+        **basic("holder", "holder-pass-123"),
+    )
+
+    assert response.status_code in (200, 201), response.content
+
+
+@pytest.mark.parametrize(("method", "path", "body", "needed"), ROUTE_PERMISSIONS)
+def test_permissions_without_staff_status_open_nothing(
+    api_client, client_key, django_user_model, method, path, body, needed
+):
+    session = SessionFactory()
+    staff_holding(django_user_model, *SESSION_CODENAMES, is_staff=False)
+
+    response = send(
+        api_client, method, path.format(base=BASE, id=session.pk), body,
+        **basic("holder", "holder-pass-123"),
+    )
+
+    assert response.status_code == 403
 
 
 def test_non_staff_user_is_403_on_the_admin_list(api_client, plain_user):
@@ -150,8 +262,13 @@ def test_wrong_password_is_401(api_client, staff_user):
     assert response.json()["error"]["code"] == "UNAUTHORIZED"
 
 
-def test_staff_user_passes_client_routes(api_client, client_key, staff_user):
+def test_staff_users_pass_client_routes_only_with_the_permission(
+    api_client, client_key, staff_user, django_user_model
+):
     response = api_client.post(BASE, VALID, format="json", **basic("operator", "operator-pass-123"))
+    assert response.status_code == 403
+    staff_holding(django_user_model, "add_session")
+    response = api_client.post(BASE, VALID, format="json", **basic("holder", "holder-pass-123"))
     assert response.status_code == 201
 
 
@@ -225,7 +342,7 @@ def test_a_session_cookie_django_never_issued_is_an_empty_session(client, staff_
 
 
 @pytest.mark.django_db
-def test_issued_session_keys_still_sign_in(client, staff_user):
-    client.force_login(staff_user)
+def test_issued_session_keys_still_sign_in(client, operator):
+    client.force_login(operator)
 
     assert client.get("/api/messaging/sessions").status_code == 200

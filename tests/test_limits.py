@@ -97,7 +97,7 @@ def test_requests_over_the_rate_get_429_with_retry_after(api_client, throttled):
 
 @pytest.mark.django_db
 def test_the_schema_keeps_retry_after_and_www_authenticate_in_its_envelope(
-    api_client, throttled, staff_user
+    api_client, throttled, operator
 ):
     """The schema answers YAML, so its errors are put in the envelope around the view."""
     refused = api_client.get("/api/schema/", HTTP_AUTHORIZATION=basic("operator", "wrong"))
@@ -172,8 +172,8 @@ def test_behind_a_trusted_proxy_the_forwarded_address_is_the_client(
 
 
 @pytest.mark.django_db
-def test_signed_in_users_are_limited_per_user_not_per_address(api_client, throttled, staff_user):
-    api_client.force_login(staff_user)
+def test_signed_in_users_are_limited_per_user_not_per_address(api_client, throttled, operator):
+    api_client.force_login(operator)
     for n in range(3):
         assert api_client.get(SESSIONS, REMOTE_ADDR=f"10.1.0.{n}").status_code == 200
     response = api_client.get(SESSIONS, REMOTE_ADDR="10.1.0.9")
@@ -225,7 +225,7 @@ def test_unreachable_cache_fails_open_and_says_so(api_client, throttled, unreach
 
 @pytest.mark.django_db
 def test_sign_in_limit_fails_open_when_the_cache_is_unreachable(
-    api_client, client, throttled, unreachable_cache, staff_user, caplog
+    api_client, client, throttled, unreachable_cache, operator, caplog
 ):
     # With a cache, the fourth wrong password would be refused with 429 unchecked.
     throttled.SESSIONS_AUTH_FAILURE_RATE = "3/min"
@@ -280,7 +280,7 @@ def counted_password_checks(monkeypatch):
 
 @pytest.mark.django_db
 def test_failed_basic_sign_ins_are_limited_per_address_before_hashing(
-    api_client, throttled, staff_user, counted_password_checks
+    api_client, throttled, operator, counted_password_checks
 ):
     throttled.SESSIONS_AUTH_FAILURE_RATE = "3/min"
     wrong = basic("operator", "wrong-password")
@@ -304,7 +304,7 @@ def test_failed_basic_sign_ins_are_limited_per_address_before_hashing(
 
 
 @pytest.mark.django_db
-def test_successful_basic_sign_ins_are_not_counted_as_failures(api_client, throttled, staff_user):
+def test_successful_basic_sign_ins_are_not_counted_as_failures(api_client, throttled, operator):
     throttled.SESSIONS_AUTH_FAILURE_RATE = "2/min"
     throttled.SESSIONS_THROTTLE_RATE = None
     right = basic("operator", "operator-pass-123")
@@ -314,7 +314,7 @@ def test_successful_basic_sign_ins_are_not_counted_as_failures(api_client, throt
 
 
 @pytest.mark.django_db
-def test_sign_in_failure_limit_off_switch(api_client, throttled, staff_user):
+def test_sign_in_failure_limit_off_switch(api_client, throttled, operator):
     throttled.SESSIONS_AUTH_FAILURE_RATE = None
     throttled.SESSIONS_THROTTLE_RATE = None  # which counts every refusal too
     wrong = basic("operator", "wrong-password")
@@ -326,7 +326,7 @@ def test_sign_in_failure_limit_off_switch(api_client, throttled, staff_user):
 @pytest.mark.django_db
 @pytest.mark.parametrize("username", ["oper\x00ator", "\x00", "operator\x00"])
 def test_basic_credentials_with_nul_are_refused_not_a_server_error(
-    api_client, throttled, staff_user, username
+    api_client, throttled, operator, username
 ):
     # PostgreSQL cannot hold NUL in text: looking such a user up used to be a 500.
     throttled.SESSIONS_AUTH_FAILURE_RATE = "2/min"
@@ -346,7 +346,7 @@ def admin_sign_in(client, password: str, **extra):
 
 @pytest.mark.django_db
 def test_failed_admin_sign_ins_are_limited_per_address_before_hashing(
-    client, throttled, staff_user, counted_password_checks
+    client, throttled, operator, counted_password_checks
 ):
     throttled.SESSIONS_AUTH_FAILURE_RATE = "3/min"
     for _ in range(3):
@@ -370,7 +370,7 @@ def test_failed_admin_sign_ins_are_limited_per_address_before_hashing(
 
 @pytest.mark.django_db
 def test_admin_and_basic_sign_ins_share_one_failure_budget(
-    client, api_client, throttled, staff_user
+    client, api_client, throttled, operator
 ):
     throttled.SESSIONS_AUTH_FAILURE_RATE = "2/min"
     assert admin_sign_in(client, "wrong-password").status_code == 200
@@ -383,7 +383,7 @@ def test_admin_and_basic_sign_ins_share_one_failure_budget(
 
 
 @pytest.mark.django_db
-def test_successful_admin_sign_ins_are_not_counted(client, throttled, staff_user):
+def test_successful_admin_sign_ins_are_not_counted(client, throttled, operator):
     throttled.SESSIONS_AUTH_FAILURE_RATE = "1/min"
     for _ in range(3):
         assert admin_sign_in(client, "operator-pass-123").status_code == 302
@@ -391,7 +391,7 @@ def test_successful_admin_sign_ins_are_not_counted(client, throttled, staff_user
 
 
 @pytest.mark.django_db
-def test_admin_sign_in_limit_off_switch(client, throttled, staff_user):
+def test_admin_sign_in_limit_off_switch(client, throttled, operator):
     throttled.SESSIONS_AUTH_FAILURE_RATE = None
     assert {admin_sign_in(client, "wrong-password").status_code for _ in range(4)} == {200}
 
@@ -597,13 +597,13 @@ def silent_cache(settings):
 
 @pytest.mark.django_db
 def test_a_cache_that_never_answers_is_waited_for_once_by_every_user_of_it(
-    api_client, client, throttled, silent_cache, staff_user, caplog
+    api_client, client, throttled, silent_cache, operator, caplog
 ):
     """Rate limit, sign-in limit and admin summary share one pause: one timeout, not one each."""
     throttled.SESSIONS_AUTH_FAILURE_RATE = "3/min"
     throttled.SESSIONS_ADMIN_SUMMARY_CACHE_SECONDS = 10
-    staff_user.is_superuser = True
-    staff_user.save()
+    operator.is_superuser = True
+    operator.save()
     statuses = [api_client.get(UNKNOWN).status_code for _ in range(3)]
     statuses += [
         api_client.get(SESSIONS, HTTP_AUTHORIZATION=basic("operator", "wrong")).status_code
