@@ -2,6 +2,7 @@
 
 from django.contrib import admin
 from django.urls import include, path
+from django.views import View
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from sessions_admin.admin import throttled_login
@@ -13,7 +14,11 @@ class SchemaView(ThrottleBeforePermissions, SpectacularAPIView):
 
 
 class DocsView(ThrottleBeforePermissions, SpectacularSwaggerView):
-    pass
+    def options(self, request, *args, **kwargs):
+        # An HTML page: DRF would describe it as an API (metadata) through the
+        # page's HTML renderer, which has no template for that (a 500). Answer
+        # as any Django view does: 200, ``Allow``, no body.
+        return View.options(self, request, *args, **kwargs)
 
 
 urlpatterns = [
