@@ -10,7 +10,11 @@ from sessions_admin.throttling import ThrottleBeforePermissions
 
 
 class SchemaView(ThrottleBeforePermissions, SpectacularAPIView):
-    pass
+    def _get_version_parameter(self, request):
+        # The API has one version, so ``?version=`` is ignored: drf-spectacular
+        # copies it into the Content-Disposition header, where a control
+        # character (NUL, DEL, a line break, U+2028) made the answer a 500.
+        return None
 
 
 class DocsView(ThrottleBeforePermissions, SpectacularSwaggerView):

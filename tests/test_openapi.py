@@ -253,3 +253,17 @@ def test_docs_page_is_served_from_local_static_files(api_client):
     assert "/static/drf_spectacular_sidecar/swagger-ui-dist/swagger-ui-bundle.js" in page
     assert "cdn.jsdelivr" not in page and "unpkg" not in page
     assert "/api/schema/" in page
+
+
+@pytest.mark.parametrize(
+    "version",
+    ["\x01", "\x00", "\x7f", "\u2028", "\r\nX-Injected: 1", "2.0", "v" * 2000],
+    ids=["SOH", "NUL", "DEL", "LINE SEPARATOR", "CRLF", "another", "long"],
+)
+def test_a_version_parameter_is_ignored_and_never_reaches_a_header(api_client, version):
+    # It went into Content-Disposition: a control character there was a 500.
+    response = api_client.get("/api/schema/", {"version": version})
+
+    assert response.status_code == 200
+    assert response["Content-Disposition"] == 'inline; filename="sessions_admin API.yaml"'
+    assert yaml.safe_load(response.content)["info"]["version"] == "1.0.0"
