@@ -7,6 +7,7 @@ import json
 import logging
 import math
 from datetime import datetime
+from itertools import islice
 
 from django.conf import settings
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
@@ -60,17 +61,50 @@ STATUS_FOR_DOMAIN_ERROR = {
 
 DATABASE_UNAVAILABLE = "The database is unavailable; try again shortly"
 
+# An error quotes at most this many characters of a name or value it was sent.
+QUOTED_MAX_CHARS = 40
+# The last guard on an envelope's size, whatever an error was given to say
+# (about 5 KB at most): each text, each key, and how many entries and messages.
+ENVELOPE_TEXT_MAX_CHARS = 200
+ENVELOPE_KEY_MAX_CHARS = 100
+ENVELOPE_ENTRIES_MAX = 10
+ENVELOPE_MESSAGES_MAX = 2
+
+
+def quoted(text: str, max_chars: int = QUOTED_MAX_CHARS) -> str:
+    """``text`` as an error may quote it: a lone surrogate written ``\\udXXX``, cut short with "…"."""
+    text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text[:max_chars] + "…" if len(text) > max_chars else text
+
+
+def _bounded(value):
+    """``value`` with every text, and every list or object, cut to the envelope's limits."""
+    if isinstance(value, str):
+        return quoted(value, ENVELOPE_TEXT_MAX_CHARS)
+    if isinstance(value, dict):
+        return {
+            quoted(str(key), ENVELOPE_KEY_MAX_CHARS): _bounded(item)
+            for key, item in islice(value.items(), ENVELOPE_ENTRIES_MAX)
+        }
+    if isinstance(value, (list, tuple)):
+        return [_bounded(item) for item in value[:ENVELOPE_MESSAGES_MAX]]
+    return value
+
 
 def error_body(
     code: str, message: str, details: dict | None = None, *, at: datetime | None = None
 ) -> dict:
-    """Return the error envelope; its timestamp is ``at``, the request's instant if it read one."""
+    """Return the error envelope; its timestamp is ``at``, the request's instant if it read one.
+
+    Message and details are cut to a few KB (``_bounded``): an error may
+    quote what it refuses, and what it refuses may be a megabyte.
+    """
     return {
         "success": False,
         "error": {
             "code": code,
-            "message": message,
-            "details": details or {},
+            "message": quoted(message, ENVELOPE_TEXT_MAX_CHARS),
+            "details": _bounded(details or {}),
             "timestamp": policy.format_datetime(at or policy.clock()),
         },
     }
