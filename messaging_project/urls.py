@@ -5,7 +5,7 @@ from django.urls import include, path
 from django.views import View
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from sessions_admin.admin import throttled_login
+from sessions_admin.admin import throttled_login, view_on_site
 from sessions_admin.throttling import ThrottleBeforePermissions
 
 
@@ -28,6 +28,7 @@ class DocsView(ThrottleBeforePermissions, SpectacularSwaggerView):
 urlpatterns = [
     # The admin's own sign-in page, with failed attempts limited per address.
     path("admin/login/", throttled_login),
+    path("admin/r/<path:content_type_id>/<path:object_id>/", view_on_site),
     path("admin/", admin.site.urls),
     path("api/messaging/", include("sessions_admin.urls")),
     path("api/schema/", SchemaView.as_view(), name="schema"),

@@ -32,6 +32,7 @@ from django.contrib.admin.views.main import (
 )
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
+from django.contrib.contenttypes.views import shortcut
 from django.core.cache import cache
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import EmptyPage, Paginator
@@ -442,6 +443,36 @@ def throttled_login(request, extra_context=None):
     return response
 
 
+@admin.site.admin_view
+def view_on_site(request, content_type_id, object_id):
+    """Django's "view on site" redirect, with a 404 for an id its model cannot hold.
+
+    Django's own lets the id reach the query: text that is not a UUID raises
+    ``ValidationError`` on a UUID key, and NUL in a text key is refused by
+    PostgreSQL; both were 500s.
+    """
+    if "\x00" in object_id:
+        raise Http404("No object has that id.")
+    try:
+        return shortcut(request, content_type_id, object_id)
+    except ValidationError:
+        raise Http404("No object has that id.") from None
+
+
+class FindNothingForNul:
+    """A search term holding NUL finds nothing, instead of reaching PostgreSQL (a 500).
+
+    The change list's search form refuses such a term itself; the
+    autocomplete of a relation's select box hands it straight to
+    ``get_search_results``.
+    """
+
+    def get_search_results(self, request, queryset, search_term):
+        if "\x00" in search_term:
+            return queryset.none(), False
+        return super().get_search_results(request, queryset, search_term)
+
+
 class RefuseMalformedSelection:
     """Refuse an action whose selected ids are not ids of the model, instead of a 500.
 
@@ -525,19 +556,20 @@ class OwnFiltersOnly:
             return HttpResponseRedirect(f"{request.path}?{kept.urlencode()}" if kept else request.path)
 
 
+# What every admin of this site guards against: any lookup in the query
+# string, ids that are not ids, NUL in a search.
+ADMIN_GUARDS = (OwnFiltersOnly, RefuseMalformedSelection, FindNothingForNul)
+
 # django.contrib.auth's admins (users, groups), with the same guards.
 for _model in (get_user_model(), Group):
     if admin.site.is_registered(_model):
         _registered = type(admin.site.get_model_admin(_model))
         admin.site.unregister(_model)
-        admin.site.register(
-            _model,
-            type(_registered.__name__, (OwnFiltersOnly, RefuseMalformedSelection, _registered), {}),
-        )
+        admin.site.register(_model, type(_registered.__name__, (*ADMIN_GUARDS, _registered), {}))
 
 
 @admin.register(Session)
-class SessionAdmin(OwnFiltersOnly, RefuseMalformedSelection, admin.ModelAdmin):
+class SessionAdmin(*ADMIN_GUARDS, admin.ModelAdmin):
     """Sessions, read-only except through the actions (which call the services)."""
 
     list_display = (

@@ -209,7 +209,9 @@ def test_a_permission_held_through_a_group_counts(
 ):
     session = SessionFactory()
     group = Group.objects.create(name="operators")
-    group.permissions.set(Permission.objects.filter(codename=needed))
+    group.permissions.set(
+        Permission.objects.filter(content_type__app_label="sessions_admin", codename=needed)
+    )
     staff_holding(django_user_model).groups.add(group)
 
     response = send(

@@ -101,7 +101,17 @@ def test_unknown_keys_of_a_nested_object_are_counted_where_they_are(api_client):
         "agentId=" + "g" * LONG,
         "status=a&status=" + "b" * LONG,
     ],
-    ids=["many", "long name", "status", "ordering", "boolean", "cursor", "limit", "uuid", "repeated"],
+    ids=[
+        "many",
+        "long name",
+        "status",
+        "ordering",
+        "boolean",
+        "cursor",
+        "limit",
+        "uuid",
+        "repeated",
+    ],
 )
 def test_query_parameter_errors_stay_small(admin_api, query):
     error = small_error(admin_api.get(f"{BASE}?{query}"), 400)
