@@ -28,6 +28,7 @@ from sessions_admin.exceptions import (
     SessionRenewalFailed,
     SessionWriteConflict,
 )
+from sessions_admin.migration_state import DATABASE_NOT_MIGRATED, lacks_migrations
 
 logger = logging.getLogger(__name__)
 
@@ -199,6 +200,11 @@ def api_exception_handler(exc, context):
         if isinstance(exc, TooManyFieldsSent):
             message = f"Too many parameters: at most {settings.DATA_UPLOAD_MAX_NUMBER_FIELDS:,}"
         return Response(error_body("VALIDATION_ERROR", message), status=400)
+
+    if lacks_migrations(exc):
+        logger.warning("Database not migrated: %s", exc)
+        set_rollback()
+        return Response(error_body("SERVICE_UNAVAILABLE", DATABASE_NOT_MIGRATED), status=503)
 
     if isinstance(exc, (OperationalError, InterfaceError)) or (
         isinstance(exc, DatabaseError)

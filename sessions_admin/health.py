@@ -27,13 +27,24 @@ import time
 from datetime import datetime
 
 from django.conf import settings
-from django.db import OperationalError, connections
+from django.db import DatabaseError, OperationalError, connections
 
 from sessions_admin import selectors
+from sessions_admin.migration_state import DatabaseNotMigrated, lacks_migrations
 
 
 class ProbeTimedOut(OperationalError):
     """The database did not answer the health probe in time."""
+
+
+def _counts(now: datetime) -> dict:
+    """``session_stats`` at ``now``; ``DatabaseNotMigrated`` when the tables are missing."""
+    try:
+        return selectors.session_stats(now=now)
+    except DatabaseError as exc:
+        if lacks_migrations(exc):
+            raise DatabaseNotMigrated() from exc
+        raise
 
 
 class _Probe:
@@ -48,7 +59,7 @@ class _Probe:
 
     def _run(self) -> None:
         try:
-            self.counts = selectors.session_stats(now=self.now)
+            self.counts = _counts(self.now)
         except Exception as exc:  # handed to the waiting requests, which decide
             self.error = exc
         finally:
@@ -95,6 +106,6 @@ def database_stats(*, now: datetime) -> tuple[dict, datetime]:
     if deadline_ms:
         counts, counted_at = _probe_on_thread(now, deadline_ms / 1000)
     else:
-        counts, counted_at = selectors.session_stats(now=now), now
+        counts, counted_at = _counts(now), now
     _healthy = (_monotonic(), counts, counted_at)
     return counts, counted_at

@@ -13,6 +13,7 @@ from django.db import InterfaceError, OperationalError
 from django.http import HttpResponse
 
 from sessions_admin.errors import DATABASE_UNAVAILABLE, error_json_response
+from sessions_admin.migration_state import DATABASE_NOT_MIGRATED, lacks_migrations
 
 logger = logging.getLogger(__name__)
 
@@ -21,6 +22,12 @@ ADMIN_DATABASE_UNAVAILABLE = (
     "<h1>Database unavailable</h1>"
     "<p>The database is busy or cannot be reached, so nothing was changed. "
     "Try again in a moment.</p>"
+)
+ADMIN_DATABASE_NOT_MIGRATED = (
+    "<!doctype html><title>Database not migrated</title>"
+    "<h1>Database not migrated</h1>"
+    "<p>The database has not been set up for this version of the service, so nothing was "
+    "changed. Run <code>manage.py migrate</code>, then try again.</p>"
 )
 
 API_PREFIX = "/api/"
@@ -163,6 +170,11 @@ class ApiErrorMiddleware:
 
     def process_exception(self, request, exception):
         api = _is_api(request)
+        if lacks_migrations(exception):
+            logger.warning("Database not migrated: %s", exception)
+            if api:
+                return error_json_response(503, DATABASE_NOT_MIGRATED)
+            return HttpResponse(ADMIN_DATABASE_NOT_MIGRATED, status=503)
         if isinstance(exception, (OperationalError, InterfaceError)):
             # Everywhere, the admin too: a database that is locked (SQLite, past
             # its busy timeout) or unreachable is a 503 to retry, not a 500.

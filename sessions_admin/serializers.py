@@ -135,7 +135,7 @@ class HealthSerializer(serializers.Serializer):
         required=False, help_text="Active sessions within their warning threshold"
     )
     timestamp = serializers.DateTimeField(help_text="When the check ran (UTC)")
-    database = serializers.ChoiceField(choices=["ok", "unreachable"])
+    database = serializers.ChoiceField(choices=["ok", "unreachable", "not migrated"])
 
 
 # -- input --------------------------------------------------------------------

@@ -18,6 +18,7 @@ from sessions_admin import health, policy, selectors, services
 from sessions_admin.auth import StaffModelPermissions
 from sessions_admin.errors import DATABASE_UNAVAILABLE, error_body
 from sessions_admin.exceptions import SessionNotFound
+from sessions_admin.migration_state import DATABASE_NOT_MIGRATED, DatabaseNotMigrated
 from sessions_admin.models import Session
 from sessions_admin.parsers import JSONContentNegotiation, StrictJSONParser
 from sessions_admin.serializers import (
@@ -330,7 +331,8 @@ class HealthView(ApiView):
         responses={
             200: OpenApiResponse(HealthSerializer, description="Healthy: the database answered"),
             503: OpenApiResponse(
-                UnhealthySerializer, description="Unhealthy: database unreachable"
+                UnhealthySerializer,
+                description="Unhealthy: database unreachable, or not migrated",
             ),
         },
         auth=[],
@@ -340,18 +342,12 @@ class HealthView(ApiView):
         now = policy.clock()
         try:
             counts, counted_at = health.database_stats(now=now)
+        except DatabaseNotMigrated:
+            logger.warning("Health check: %s", DATABASE_NOT_MIGRATED)
+            return self._unhealthy("not migrated", DATABASE_NOT_MIGRATED, now=now)
         except DatabaseError as exc:
             logger.warning("Health check: database unreachable: %s", exc)
-            # The envelope lets API clients surface this as an error with a code.
-            body = error_body("SERVICE_UNAVAILABLE", DATABASE_UNAVAILABLE, at=now)
-            body.update(
-                {
-                    "status": "unhealthy",
-                    "database": "unreachable",
-                    "timestamp": body["error"]["timestamp"],
-                }
-            )
-            return Response(body, status=503)
+            return self._unhealthy("unreachable", DATABASE_UNAVAILABLE, now=now)
         return Response(
             {
                 "status": "healthy",
@@ -362,3 +358,12 @@ class HealthView(ApiView):
                 "database": "ok",
             }
         )
+
+    @staticmethod
+    def _unhealthy(database: str, message: str, *, now) -> Response:
+        # The envelope lets API clients surface this as an error with a code.
+        body = error_body("SERVICE_UNAVAILABLE", message, at=now)
+        body.update(
+            {"status": "unhealthy", "database": database, "timestamp": body["error"]["timestamp"]}
+        )
+        return Response(body, status=503)

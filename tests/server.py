@@ -139,11 +139,12 @@ class ScratchPostgres:
     def _admin(self):
         return psycopg.connect(f"{self.server_url}/postgres", autocommit=True, connect_timeout=5)
 
-    def create(self) -> "ScratchPostgres":
+    def create(self, *, migrate: bool = True) -> "ScratchPostgres":
         with self._admin() as conn:
             conn.execute(f'CREATE DATABASE "{self.name}"')
-        result = manage("migrate", "--noinput", env={"DATABASE_URL": self.url})
-        assert result.returncode == 0, result.stderr
+        if migrate:
+            result = manage("migrate", "--noinput", env={"DATABASE_URL": self.url})
+            assert result.returncode == 0, result.stderr
         return self
 
     def drop(self) -> None:
@@ -155,12 +156,13 @@ class ScratchPostgres:
             return conn.execute(sql, params).fetchall()
 
 
-def scratch_sqlite() -> str:
-    """Create and migrate an SQLite file in a temporary directory; return its ``DATABASE_URL``."""
+def scratch_sqlite(*, migrate: bool = True) -> str:
+    """Create (and migrate) an SQLite file in a temporary directory; return its ``DATABASE_URL``."""
     directory = tempfile.mkdtemp(prefix="sa_hard_")
     url = f"sqlite:///{directory}/db.sqlite3"
-    result = manage("migrate", "--noinput", env={"DATABASE_URL": url})
-    assert result.returncode == 0, result.stderr
+    if migrate:
+        result = manage("migrate", "--noinput", env={"DATABASE_URL": url})
+        assert result.returncode == 0, result.stderr
     return url
 
 
