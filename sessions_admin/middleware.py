@@ -12,7 +12,7 @@ from django.core.handlers.wsgi import LimitedStream
 from django.db import InterfaceError, OperationalError
 from django.http import HttpResponse
 
-from sessions_admin.errors import DATABASE_UNAVAILABLE, error_json_response
+from sessions_admin.errors import DATABASE_UNAVAILABLE, error_json_response, quoted
 from sessions_admin.migration_state import DATABASE_NOT_MIGRATED, lacks_migrations
 
 logger = logging.getLogger(__name__)
@@ -79,6 +79,11 @@ def _drain(request, max_bytes: int) -> None:
                 pass
 
 
+# Transfer codings a request body may carry. gunicorn undoes chunked itself
+# and hands any other it knows (gzip, deflate, compress) on still applied.
+TRANSFER_CODINGS = frozenset({"chunked", "identity"})
+
+
 # Headers of a response that describe its body, not the answer.
 _BODY_HEADERS = frozenset(
     {
@@ -97,11 +102,29 @@ class ApiErrorMiddleware:
     def __call__(self, request):
         if not _is_api(request):
             return self.get_response(request)
-        too_large = self._check_body_size(request)
-        if too_large is not None:
-            return too_large
+        refused = self._check_transfer_coding(request) or self._check_body_size(request)
+        if refused is not None:
+            return refused
         response = self.get_response(request)
         return self._envelope(request, response)
+
+    @staticmethod
+    def _check_transfer_coding(request):
+        """Refuse a body with a transfer coding other than chunked (501, as gunicorn answers).
+
+        Read as it is, a ``gzip, chunked`` body is garbage; read as if plain,
+        a lie: either way not what the client sent.
+        """
+        header = request.META.get("HTTP_TRANSFER_ENCODING", "")
+        codings = {coding.strip().lower() for coding in header.split(",") if coding.strip()}
+        if codings <= TRANSFER_CODINGS:
+            return None
+        _drain(request, DRAIN_MAX_BYTES)
+        return error_json_response(
+            501,
+            f"Unsupported Transfer-Encoding {quoted(header)!r}: send the body chunked or with "
+            "a Content-Length, uncompressed",
+        )
 
     def _check_body_size(self, request):
         limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE

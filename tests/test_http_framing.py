@@ -8,11 +8,13 @@ gunicorn refuses before the application runs is in the envelope too.
 """
 
 import contextlib
+import gzip
 import http.client
 import json
 import socket
 import sqlite3
 import time
+import zlib
 
 import pytest
 
@@ -195,3 +197,52 @@ def test_a_refusal_quotes_at_most_200_characters_of_what_was_sent(running):
     message = answer["error"]["message"]
     assert message.startswith("Invalid Request Line 'Invalid HTTP request line: 'XXX")
     assert message.endswith("…") and len(message) == 201
+
+
+def chunked(data: bytes) -> bytes:
+    return b"%x\r\n%s\r\n0\r\n\r\n" % (len(data), data)
+
+
+NEW_SESSION = json.dumps(
+    {"agentId": "6f1c2a8e-2b1c-4c55-9a0e-2f7c7d1c0a11", "userId": "6f1c2a8e-2b1c-4c55-9a0e-2f7c7d1c0a12"}
+).encode()
+
+
+@pytest.mark.parametrize(
+    ("coding", "body"),
+    [
+        ("gzip, chunked", gzip.compress(NEW_SESSION)),
+        ("gzip, chunked", NEW_SESSION),  # what the server read as plain JSON, and stored
+        ("deflate, chunked", zlib.compress(NEW_SESSION)),
+        ("deflate, chunked", NEW_SESSION),
+        ("compress, chunked", NEW_SESSION),
+        ("GZIP , chunked", NEW_SESSION),
+    ],
+    ids=["gzip", "gzip, plain body", "deflate", "deflate, plain body", "compress", "spelled"],
+)
+def test_a_transfer_coding_other_than_chunked_is_refused(running, coding, body):
+    # gunicorn takes gzip, deflate and compress before chunked: it undoes the chunking
+    # and hands the body on with the other coding still applied, naming it in the header.
+    before = stored_sessions(running)
+    status, answer, _ = exchange(running, BASE, {"Transfer-Encoding": coding}, chunked(body))
+    assert status == 501, answer
+    assert answer["error"]["code"] == "NOT_IMPLEMENTED"
+    assert answer["error"]["message"].startswith("Unsupported Transfer-Encoding")
+    assert stored_sessions(running) == before
+
+
+def test_a_transfer_coding_gunicorn_does_not_know_is_refused_by_gunicorn(running):
+    before = stored_sessions(running)
+    status, answer, _ = exchange(
+        running, BASE, {"Transfer-Encoding": "br, chunked"}, chunked(NEW_SESSION)
+    )
+    assert status in (400, 501), answer  # 400 from gunicorn's C parser, when installed
+    assert stored_sessions(running) == before
+
+
+@pytest.mark.parametrize("coding", ["chunked", "identity, chunked"])
+def test_a_chunked_body_is_still_taken(running, coding):
+    before = stored_sessions(running)
+    status, answer, _ = exchange(running, BASE, {"Transfer-Encoding": coding}, chunked(NEW_SESSION))
+    assert status == 201, answer
+    assert stored_sessions(running) == before + 1
