@@ -33,12 +33,15 @@ timeout = _timeout
 graceful_timeout = 10
 keepalive = _keepalive
 
-# Web requests never wait on PostgreSQL longer than this (a lock wait, a
-# runaway query): the statement is cancelled and the request answers 503
-# well before the worker timeout. Read by the Django settings; set but empty
-# counts as unset.
+# Web requests never wait on PostgreSQL longer than this (a runaway query):
+# the statement is cancelled and the request answers 503 well before the
+# worker timeout. A write waits for a row locked elsewhere (SQLite: for the
+# database's write lock) at most the lock timeout, then answers 503 with
+# Retry-After. Read by the Django settings; set but empty counts as unset.
 if not env_str("DATABASE_STATEMENT_TIMEOUT_MS"):
     os.environ["DATABASE_STATEMENT_TIMEOUT_MS"] = "10000"
+if not env_str("DATABASE_LOCK_TIMEOUT_MS"):
+    os.environ["DATABASE_LOCK_TIMEOUT_MS"] = "2000"
 
 # Load Django once in the master: a configuration error stops start-up at once
 # (instead of workers failing to boot in a loop), and workers share the

@@ -121,6 +121,7 @@ except (ValueError, KeyError) as exc:
 # for the day the URL changes.
 _connect_timeout = env_int("DATABASE_CONNECT_TIMEOUT", 2, minimum=1, maximum=60)
 _statement_timeout_ms = env_int("DATABASE_STATEMENT_TIMEOUT_MS", 0, minimum=0, maximum=86_400_000)
+_lock_timeout_ms = env_int("DATABASE_LOCK_TIMEOUT_MS", 0, minimum=0, maximum=86_400_000)
 _conn_max_age = env_int("DATABASE_CONN_MAX_AGE", 60, minimum=0, maximum=3600)
 if _database["ENGINE"] == "django.db.backends.sqlite3":
     # dj-database-url reads sqlite:// (no path) as an in-memory database: every
@@ -136,11 +137,13 @@ if _database["ENGINE"] == "django.db.backends.sqlite3":
             f"DATABASE_URL={_database_url!r}: the directory {str(_sqlite_directory)!r} does not exist."
         )
     # WAL lets readers run beside the single writer; IMMEDIATE takes the write
-    # lock at BEGIN so read-modify-write transactions cannot deadlock.
+    # lock at BEGIN so read-modify-write transactions cannot deadlock. SQLite
+    # has no row locks: a writer waits for the whole database's write lock,
+    # for the lock timeout when one is set (gunicorn sets 2 s), else 20 s.
     _database.setdefault("OPTIONS", {}).update(
         {
             "transaction_mode": "IMMEDIATE",
-            "timeout": 20,
+            "timeout": _lock_timeout_ms / 1000 if _lock_timeout_ms else 20,
             "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
         }
     )
@@ -157,11 +160,14 @@ elif _database["ENGINE"] == "django.db.backends.postgresql":
     _database["OPTIONS"].setdefault("keepalives_interval", 5)
     _database["OPTIONS"].setdefault("keepalives_count", 3)
     _database["OPTIONS"].setdefault("tcp_user_timeout", 10_000)
-    # A statement that runs longer (a lock wait, a runaway query) is cancelled
-    # and its request answers 503. gunicorn.conf.py sets 10 s for the web
+    # A statement that runs longer (a runaway query) is cancelled, and one that
+    # waits longer for a lock (a row another request holds) gives up; either
+    # request answers 503. gunicorn.conf.py sets 10 s and 2 s for the web
     # server; management commands (seeding, pruning, migrations) default to none.
-    if _statement_timeout_ms:
-        _database["OPTIONS"].setdefault("options", f"-c statement_timeout={_statement_timeout_ms}")
+    _server_settings = {"statement_timeout": _statement_timeout_ms, "lock_timeout": _lock_timeout_ms}
+    _server_options = " ".join(f"-c {name}={ms}" for name, ms in _server_settings.items() if ms)
+    if _server_options:
+        _database["OPTIONS"].setdefault("options", _server_options)
     _database["CONN_MAX_AGE"] = _conn_max_age
     _database["CONN_HEALTH_CHECKS"] = True
 else:

@@ -60,7 +60,10 @@ STATUS_FOR_DOMAIN_ERROR = {
     SessionWriteConflict: 503,
 }
 
-DATABASE_UNAVAILABLE = "The database is unavailable; try again shortly"
+DATABASE_UNAVAILABLE = "The database is busy or unavailable; try again shortly"
+# What a 503 for the database says to wait before trying again: a row held
+# elsewhere (the lock timeout is 2 s), a database restarting.
+DATABASE_RETRY_AFTER_SECONDS = 2
 
 # An error quotes at most this many characters of a name or value it was sent.
 QUOTED_MAX_CHARS = 40
@@ -169,6 +172,14 @@ def _validation_message(fields: dict[str, list[str]]) -> str:
     return f"Invalid value for field '{field}': {message}"
 
 
+def _database_unavailable(message: str) -> Response:
+    return Response(
+        error_body("SERVICE_UNAVAILABLE", message),
+        status=503,
+        headers={"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)},
+    )
+
+
 def api_exception_handler(exc, context):
     """DRF exception handler producing the envelope for every handled error."""
     if isinstance(exc, Http404):
@@ -204,7 +215,7 @@ def api_exception_handler(exc, context):
     if lacks_migrations(exc):
         logger.warning("Database not migrated: %s", exc)
         set_rollback()
-        return Response(error_body("SERVICE_UNAVAILABLE", DATABASE_NOT_MIGRATED), status=503)
+        return _database_unavailable(DATABASE_NOT_MIGRATED)
 
     if isinstance(exc, (OperationalError, InterfaceError)) or (
         isinstance(exc, DatabaseError)
@@ -213,7 +224,7 @@ def api_exception_handler(exc, context):
     ):
         logger.warning("Database unavailable: %s", exc)
         set_rollback()
-        return Response(error_body("SERVICE_UNAVAILABLE", DATABASE_UNAVAILABLE), status=503)
+        return _database_unavailable(DATABASE_UNAVAILABLE)
 
     if not isinstance(exc, drf.APIException):
         return None

@@ -12,7 +12,12 @@ from django.core.handlers.wsgi import LimitedStream
 from django.db import InterfaceError, OperationalError
 from django.http import HttpResponse
 
-from sessions_admin.errors import DATABASE_UNAVAILABLE, error_json_response, quoted
+from sessions_admin.errors import (
+    DATABASE_RETRY_AFTER_SECONDS,
+    DATABASE_UNAVAILABLE,
+    error_json_response,
+    quoted,
+)
 from sessions_admin.migration_state import DATABASE_NOT_MIGRATED, lacks_migrations
 
 logger = logging.getLogger(__name__)
@@ -91,6 +96,16 @@ _BODY_HEADERS = frozenset(
         "content-language", "content-range", "etag", "last-modified",
     }
 )
+
+
+def _database_unavailable(api: bool, message: str, admin_page: str) -> HttpResponse:
+    """A 503 with ``Retry-After``: the envelope under ``/api/``, an HTML page elsewhere."""
+    if api:
+        response = error_json_response(503, message)
+    else:
+        response = HttpResponse(admin_page, status=503)
+    response["Retry-After"] = str(DATABASE_RETRY_AFTER_SECONDS)
+    return response
 
 
 class ApiErrorMiddleware:
@@ -195,18 +210,12 @@ class ApiErrorMiddleware:
         api = _is_api(request)
         if lacks_migrations(exception):
             logger.warning("Database not migrated: %s", exception)
-            if api:
-                return error_json_response(503, DATABASE_NOT_MIGRATED)
-            return HttpResponse(ADMIN_DATABASE_NOT_MIGRATED, status=503)
+            return _database_unavailable(api, DATABASE_NOT_MIGRATED, ADMIN_DATABASE_NOT_MIGRATED)
         if isinstance(exception, (OperationalError, InterfaceError)):
-            # Everywhere, the admin too: a database that is locked (SQLite, past
-            # its busy timeout) or unreachable is a 503 to retry, not a 500.
+            # Everywhere, the admin too: a database that is locked (past the
+            # lock timeout) or unreachable is a 503 to retry, not a 500.
             logger.warning("Database unavailable: %s", exception)
-            if api:
-                return error_json_response(503, DATABASE_UNAVAILABLE)
-            response = HttpResponse(ADMIN_DATABASE_UNAVAILABLE, status=503)
-            response["Retry-After"] = "5"
-            return response
+            return _database_unavailable(api, DATABASE_UNAVAILABLE, ADMIN_DATABASE_UNAVAILABLE)
         if not api:
             return None
         logger.exception("Unhandled error on %s %s", request.method, request.path)

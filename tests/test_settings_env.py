@@ -260,6 +260,39 @@ def test_default_database_is_sqlite_in_the_project_with_wal(clean_env):
     assert config["ALLOWED_HOSTS"] == ["localhost", "127.0.0.1", "[::1]"]
 
 
+@pytest.mark.parametrize(("lock_timeout_ms", "busy_timeout_seconds"), [(None, 20), ("500", 0.5)])
+def test_an_sqlite_writer_waits_for_the_lock_timeout(clean_env, lock_timeout_ms, busy_timeout_seconds):
+    # SQLite has no row locks: its busy timeout is the wait for the whole database's write lock.
+    if lock_timeout_ms is not None:
+        clean_env.setenv("DATABASE_LOCK_TIMEOUT_MS", lock_timeout_ms)
+
+    database = load_settings()["DATABASES"]["default"]
+
+    assert database["OPTIONS"]["timeout"] == busy_timeout_seconds
+
+
+@pytest.mark.parametrize(
+    ("variables", "options"),
+    [
+        ({}, None),
+        ({"DATABASE_STATEMENT_TIMEOUT_MS": "10000"}, "-c statement_timeout=10000"),
+        ({"DATABASE_LOCK_TIMEOUT_MS": "2000"}, "-c lock_timeout=2000"),
+        (
+            {"DATABASE_STATEMENT_TIMEOUT_MS": "10000", "DATABASE_LOCK_TIMEOUT_MS": "2000"},
+            "-c statement_timeout=10000 -c lock_timeout=2000",
+        ),
+    ],
+)
+def test_postgres_statement_and_lock_timeouts(clean_env, variables, options):
+    clean_env.setenv("DATABASE_URL", "postgres://app@db.example:5432/sessions")
+    for name, value in variables.items():
+        clean_env.setenv(name, value)
+
+    database = load_settings()["DATABASES"]["default"]
+
+    assert database["OPTIONS"].get("options") == options
+
+
 def test_postgres_url(clean_env):
     clean_env.setenv("DATABASE_URL", "postgres://app:s3cret@db.example:6543/sessions")
 
@@ -355,6 +388,7 @@ def test_log_level(clean_env):
         ("DATABASE_CONNECT_TIMEOUT", "0", "DATABASE_CONNECT_TIMEOUT=0 is below the minimum of 1."),
         ("DATABASE_CONN_MAX_AGE", "-1", "DATABASE_CONN_MAX_AGE=-1 is below the minimum of 0."),
         ("DATABASE_STATEMENT_TIMEOUT_MS", "abc", "DATABASE_STATEMENT_TIMEOUT_MS='abc' is not an integer."),
+        ("DATABASE_LOCK_TIMEOUT_MS", "-1", "DATABASE_LOCK_TIMEOUT_MS=-1 is below the minimum of 0."),
         ("DJANGO_ALLOWED_HOSTS", " , ", "DJANGO_ALLOWED_HOSTS is empty"),
         ("SESSIONS_ADMIN_API_KEY", "k€y", "SESSIONS_ADMIN_API_KEY must be printable ASCII"),
         ("SESSIONS_API_KEY", "clé-client", "SESSIONS_API_KEY must be printable ASCII"),
@@ -612,6 +646,19 @@ def test_gunicorn_sets_a_statement_timeout_unless_one_is_given(monkeypatch, raw)
     monkeypatch.setenv("DATABASE_STATEMENT_TIMEOUT_MS", "2500")
     runpy.run_path(str(ROOT / "gunicorn.conf.py"))
     assert os.environ["DATABASE_STATEMENT_TIMEOUT_MS"] == "2500"
+
+
+@pytest.mark.parametrize("raw", [None, "", "  "])
+def test_gunicorn_sets_a_lock_timeout_unless_one_is_given(monkeypatch, raw):
+    """2 s for the web server when the variable is unset or empty."""
+    monkeypatch.delenv("DATABASE_LOCK_TIMEOUT_MS", raising=False)
+    if raw is not None:
+        monkeypatch.setenv("DATABASE_LOCK_TIMEOUT_MS", raw)
+    runpy.run_path(str(ROOT / "gunicorn.conf.py"))
+    assert os.environ["DATABASE_LOCK_TIMEOUT_MS"] == "2000"
+    monkeypatch.setenv("DATABASE_LOCK_TIMEOUT_MS", "750")
+    runpy.run_path(str(ROOT / "gunicorn.conf.py"))
+    assert os.environ["DATABASE_LOCK_TIMEOUT_MS"] == "750"
 
 
 def test_gunicorn_preloads_when_the_variable_is_empty(tmp_path):
