@@ -4,13 +4,16 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PORT ?= 3000
 HOST ?= 127.0.0.1
+# The API keys `make run` and `make dev` generate on first use and serve with.
+CLIENT_KEY_FILE ?= .client-key
+ADMIN_KEY_FILE ?= .admin-key
 
 export PORT HOST
 
 .PHONY: help install install-dev run dev migrate test lint seed seed-count superuser clean
 
 help:
-	@echo "make run            set up and serve on http://$(HOST):$(PORT) (gunicorn, SQLite by default)"
+	@echo "make run            set up and serve on http://$(HOST):$(PORT) (gunicorn, SQLite by default; API keys in $(CLIENT_KEY_FILE), $(ADMIN_KEY_FILE))"
 	@echo "make dev            Django's development server with DJANGO_DEBUG=true"
 	@echo "make test           set up and run the whole test suite (PYTEST_ARGS=... to select)"
 	@echo "make lint           ruff"
@@ -19,7 +22,7 @@ help:
 	@echo "make migrate        apply the database migrations"
 	@echo "make seed COUNT=N   insert N demo sessions (default 10000, at most 10000000)"
 	@echo "make superuser      create an admin user (interactive)"
-	@echo "make clean          remove .venv, static files, caches and test artifacts (keeps db.sqlite3, .secret-key)"
+	@echo "make clean          remove .venv, static files, caches and test artifacts (keeps db.sqlite3 and the keys)"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +45,15 @@ install-dev: $(VENV)/.dev
 	$(BIN)/python -c "import secrets; print(secrets.token_urlsafe(50))" > $@
 	chmod 600 $@
 
+# Per-checkout API keys, so that `make run` never leaves the client routes open:
+# the client key for clients, the admin key for every route. Read through the
+# *_FILE variables unless SESSIONS_API_KEY / SESSIONS_ADMIN_API_KEY are set.
+$(CLIENT_KEY_FILE) $(ADMIN_KEY_FILE): | $(BIN)/python
+	umask 077; $(BIN)/python -c "import secrets; print(secrets.token_urlsafe(32))" > $@
+
+KEY_FILES = SESSIONS_API_KEY_FILE="$${SESSIONS_API_KEY_FILE:-$(abspath $(CLIENT_KEY_FILE))}" \
+	SESSIONS_ADMIN_API_KEY_FILE="$${SESSIONS_ADMIN_API_KEY_FILE:-$(abspath $(ADMIN_KEY_FILE))}"
+
 migrate: install .secret-key
 	DJANGO_SECRET_KEY="$${DJANGO_SECRET_KEY:-$$(cat .secret-key)}" $(BIN)/python manage.py migrate --noinput
 
@@ -49,15 +61,17 @@ migrate: install .secret-key
 # with a traceback on a value that is not a number: the configuration file is
 # run first to check the server's variables (one line naming a bad one), and an
 # empty or blank WEB_CONCURRENCY is dropped so that it means the default, as everywhere.
-run: migrate
+run: migrate $(CLIENT_KEY_FILE) $(ADMIN_KEY_FILE)
 	DJANGO_SECRET_KEY="$${DJANGO_SECRET_KEY:-$$(cat .secret-key)}" $(BIN)/python manage.py collectstatic --noinput --verbosity 0
 	@$(BIN)/python gunicorn.conf.py
+	@$(KEY_FILES) $(BIN)/python -m messaging_project.api_keys
 	case "$${WEB_CONCURRENCY:-}" in *[![:space:]]*) ;; *) unset WEB_CONCURRENCY ;; esac; \
-	DJANGO_SECRET_KEY="$${DJANGO_SECRET_KEY:-$$(cat .secret-key)}" exec $(BIN)/gunicorn messaging_project.wsgi:application --config gunicorn.conf.py
+	DJANGO_SECRET_KEY="$${DJANGO_SECRET_KEY:-$$(cat .secret-key)}" $(KEY_FILES) exec $(BIN)/gunicorn messaging_project.wsgi:application --config gunicorn.conf.py
 
-dev: install
+dev: install $(CLIENT_KEY_FILE) $(ADMIN_KEY_FILE)
 	DJANGO_DEBUG=true $(BIN)/python manage.py migrate --noinput
-	DJANGO_DEBUG=true $(BIN)/python manage.py runserver $(HOST):$(PORT)
+	@$(KEY_FILES) $(BIN)/python -m messaging_project.api_keys
+	DJANGO_DEBUG=true $(KEY_FILES) $(BIN)/python manage.py runserver $(HOST):$(PORT)
 
 test: install-dev
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -12,6 +12,8 @@ import socket
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
+from typing import NamedTuple
 
 from django.core.exceptions import ImproperlyConfigured
 
@@ -127,19 +129,48 @@ def env_list(name: str, default: list[str]) -> list[str]:
     return [item.strip() for item in raw.split(",") if item.strip()]
 
 
-def env_key(name: str) -> str:
-    """Return an API key: printable ASCII, the characters an ``X-API-KEY`` header carries as sent.
-
-    A header's bytes reach the application decoded as Latin-1, so a key with
-    other characters could never match what a client sends.
-    """
-    value = env_str(name)
+def _printable_key(name: str, value: str) -> str:
+    # A header's bytes reach the application decoded as Latin-1, so a key with
+    # other characters could never match what a client sends.
     if not all(" " <= character < "\x7f" for character in value):
         raise ImproperlyConfigured(
             f"{name} must be printable ASCII (letters, digits, punctuation, spaces): "
             "a request header cannot carry the key as it is."
         )
     return value
+
+
+def env_key(name: str) -> str:
+    """Return an API key: printable ASCII, the characters an ``X-API-KEY`` header carries as sent."""
+    return _printable_key(name, env_str(name))
+
+
+class ApiKey(NamedTuple):
+    """An API key and the variable it came from (``SESSIONS_API_KEY``, ``..._FILE``); empty if none."""
+
+    value: str = ""
+    source: str = ""
+
+
+def env_key_file(name: str) -> ApiKey:
+    """Return the key held in the file the variable names (blanks around it dropped), if it names one.
+
+    ``make run`` names the keys it generated for the checkout; a deployment
+    may name a mounted secret.
+    """
+    path = env_str(name)
+    if not path:
+        return ApiKey()
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ImproperlyConfigured(f"{name}={path!r} cannot be read: {exc.strerror}.") from None
+    except UnicodeDecodeError:
+        text = "\ufffd"  # refused as not printable below
+    value = _printable_key(f"The key in {name}={path!r}", text.strip())
+    if not value:
+        raise ImproperlyConfigured(f"{name}={path!r} is empty: it must hold the key.")
+    return ApiKey(value, name)
 
 
 def env_choice(name: str, default: str, choices: Sequence[str]) -> str:
@@ -297,11 +328,22 @@ def env_proxy_ssl_header(name: str) -> tuple[str, str] | None:
     return "HTTP_" + value.upper().replace("-", "_"), "https"
 
 
-def client_api_key(*, admin_key: str) -> str:
-    """Return the client key, ``SESSIONS_API_KEY`` or its alias ``ELIZA_SERVER_AUTH_TOKEN``.
+def admin_api_key() -> ApiKey:
+    """Return the admin key: ``SESSIONS_ADMIN_API_KEY``, else the one in ``SESSIONS_ADMIN_API_KEY_FILE``."""
+    key = env_key("SESSIONS_ADMIN_API_KEY")
+    if key:
+        return ApiKey(key, "SESSIONS_ADMIN_API_KEY")
+    return env_key_file("SESSIONS_ADMIN_API_KEY_FILE")
 
-    Two different values would leave one silently unused, and a client key
-    equal to the admin key would let every client list every session.
+
+def client_api_key(*, admin_key: ApiKey, open_routes: bool) -> ApiKey:
+    """Return the client key: ``SESSIONS_API_KEY`` or its alias ``ELIZA_SERVER_AUTH_TOKEN``.
+
+    Else, unless the client routes are open (``SESSIONS_OPEN_CLIENT_ROUTES``),
+    the key in ``SESSIONS_API_KEY_FILE``. Two different values would leave one
+    silently unused, a key given with open routes would be required and not,
+    and a client key equal to the admin key would let every client list every
+    session: each is refused.
     """
     key, alias = env_key("SESSIONS_API_KEY"), env_key("ELIZA_SERVER_AUTH_TOKEN")
     if key and alias and key != alias:
@@ -309,11 +351,22 @@ def client_api_key(*, admin_key: str) -> str:
             "SESSIONS_API_KEY and ELIZA_SERVER_AUTH_TOKEN are both set, to different keys; "
             "set one of them."
         )
-    name = "SESSIONS_API_KEY" if key else "ELIZA_SERVER_AUTH_TOKEN"
-    key = key or alias
-    if key and key == admin_key:
+    if key:
+        client = ApiKey(key, "SESSIONS_API_KEY")
+    elif alias:
+        client = ApiKey(alias, "ELIZA_SERVER_AUTH_TOKEN")
+    elif not open_routes:
+        client = env_key_file("SESSIONS_API_KEY_FILE")
+    else:
+        client = ApiKey()
+    if open_routes and client.value:
         raise ImproperlyConfigured(
-            f"{name} equals SESSIONS_ADMIN_API_KEY: every client could list every "
+            f"{client.source} is set and SESSIONS_OPEN_CLIENT_ROUTES is on: the client routes "
+            "cannot both need the key and be open; set one of them."
+        )
+    if client.value and client.value == admin_key.value:
+        raise ImproperlyConfigured(
+            f"{client.source} equals {admin_key.source}: every client could list every "
             "session; give the admin a key of its own."
         )
-    return key
+    return client

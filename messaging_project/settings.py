@@ -10,11 +10,11 @@ import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
 from messaging_project.env import (
+    admin_api_key,
     client_api_key,
     env_bool,
     env_choice,
     env_int,
-    env_key,
     env_list,
     env_proxy_ssl_header,
     env_rate,
@@ -212,8 +212,14 @@ DATA_UPLOAD_MAX_NUMBER_FIELDS = 1_100
 LOGIN_REDIRECT_URL = "admin:index"
 
 # Sessions service configuration.
-SESSIONS_ADMIN_API_KEY = env_key("SESSIONS_ADMIN_API_KEY")
-SESSIONS_API_KEY = client_api_key(admin_key=SESSIONS_ADMIN_API_KEY)
+# Client routes open to anyone (as elizaOS without ELIZA_SERVER_AUTH_TOKEN)
+# only when this says so; otherwise they need a key (make run generates one).
+SESSIONS_OPEN_CLIENT_ROUTES = env_bool("SESSIONS_OPEN_CLIENT_ROUTES", False)
+_admin_key = admin_api_key()
+SESSIONS_ADMIN_API_KEY = _admin_key.value
+SESSIONS_API_KEY = client_api_key(
+    admin_key=_admin_key, open_routes=SESSIONS_OPEN_CLIENT_ROUTES
+).value
 SESSIONS_TIMEOUTS = session_timeout_settings()
 SESSIONS_METADATA_MAX_BYTES = 10 * 1024
 # Health answers 503 once the database is this late (0: wait as long as the

@@ -3,6 +3,9 @@
 import os
 
 os.environ.setdefault("DJANGO_SECRET_KEY", "tests-only-secret-key-not-for-production")
+# The client routes are open, as elizaOS leaves them without a key; tests of the
+# keys set one (tests/conftest.py's client_key), which closes them.
+os.environ.setdefault("SESSIONS_OPEN_CLIENT_ROUTES", "true")
 # Tests that exercise rate limiting turn it on themselves (tests/test_limits.py).
 os.environ.setdefault("SESSIONS_THROTTLE_RATE", "off")
 os.environ.setdefault("SESSIONS_AUTH_FAILURE_RATE", "off")

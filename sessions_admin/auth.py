@@ -106,10 +106,10 @@ class StaffModelPermissions(BasePermission):
 
 
 class ClientAccess(StaffModelPermissions):
-    """Client routes: open when no client key is configured; otherwise the client key, or as above."""
+    """Client routes: the client key, or as above; open to anyone when ``SESSIONS_OPEN_CLIENT_ROUTES``."""
 
     def has_permission(self, request, view):
-        if not settings.SESSIONS_API_KEY or request.auth == ROLE_CLIENT:
+        if settings.SESSIONS_OPEN_CLIENT_ROUTES or request.auth == ROLE_CLIENT:
             return True
         return super().has_permission(request, view)
 
@@ -126,7 +126,7 @@ class ApiKeyScheme(OpenApiAuthenticationExtension):
             "in": "header",
             "name": "X-API-KEY",
             "description": (
-                "SESSIONS_API_KEY (client routes, when set) or SESSIONS_ADMIN_API_KEY "
-                "(every route, including the admin list)"
+                "SESSIONS_API_KEY (client routes, unless SESSIONS_OPEN_CLIENT_ROUTES opens "
+                "them) or SESSIONS_ADMIN_API_KEY (every route, including the admin list)"
             ),
         }

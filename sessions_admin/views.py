@@ -49,8 +49,8 @@ def _error(description: str) -> OpenApiResponse:
 
 def _client_route(permission: str) -> str:
     return (
-        f" Client route: open, or the client key when SESSIONS_API_KEY is set; also the admin "
-        f"key, or a staff user holding sessions_admin.{permission}."
+        f" Client route: the client key (open to anyone when SESSIONS_OPEN_CLIENT_ROUTES is on),"
+        f" the admin key, or a staff user holding sessions_admin.{permission}."
     )
 
 

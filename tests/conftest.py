@@ -53,6 +53,8 @@ def admin_key(settings):
 
 @pytest.fixture
 def client_key(settings):
+    """The client routes need ``CLIENT_KEY`` (the suite's settings open them otherwise)."""
+    settings.SESSIONS_OPEN_CLIENT_ROUTES = False
     settings.SESSIONS_API_KEY = CLIENT_KEY
     return CLIENT_KEY
 

@@ -200,6 +200,9 @@ class GunicornServer:
             "HOST": "127.0.0.1",
             "WEB_CONCURRENCY": str(self.workers),
             "GUNICORN_ACCESS_LOG": "false",
+            # Client routes open, as the suite's own settings have them; a test that
+            # gives the server a client key closes them (SESSIONS_OPEN_CLIENT_ROUTES=false).
+            "SESSIONS_OPEN_CLIENT_ROUTES": "true",
             **self.env,
         }
         self.process = subprocess.Popen(

@@ -72,7 +72,8 @@ def test_admin_key_opens_client_routes_too(api_client, client_key, admin_key):
     assert statuses == [201, 200, 200, 200, 200, 200]
 
 
-def test_client_routes_are_open_without_a_key_configured(api_client, settings):
+def test_client_routes_are_open_only_when_a_setting_says_so(api_client, settings):
+    settings.SESSIONS_OPEN_CLIENT_ROUTES = True
     settings.SESSIONS_API_KEY = ""
     session = SessionFactory()
     statuses = [
@@ -288,16 +289,45 @@ def test_keys_are_compared_in_constant_time(api_client, client_key, admin_key, m
     assert (client_key.encode(), client_key.encode()) in calls
 
 
+def test_without_any_key_the_client_routes_are_closed(api_client, settings):
+    """Secure by default: no client key and no SESSIONS_OPEN_CLIENT_ROUTES is no way in."""
+    settings.SESSIONS_OPEN_CLIENT_ROUTES = False
+    settings.SESSIONS_API_KEY = ""
+    session = SessionFactory()
+    for method, path, body in client_requests(session.pk):
+        response = send(api_client, method, path, body)
+        assert response.status_code == 401, (method, path)
+        assert response.json()["error"]["code"] == "UNAUTHORIZED"
+    assert Session.objects.get(pk=session.pk).renewal_count == 0
+    assert Session.objects.count() == 1
+
+
+def test_without_a_client_key_the_admin_key_still_opens_the_client_routes(
+    api_client, settings, admin_key
+):
+    settings.SESSIONS_OPEN_CLIENT_ROUTES = False
+    settings.SESSIONS_API_KEY = ""
+    session = SessionFactory()
+    statuses = [
+        send(api_client, method, path, body, HTTP_X_API_KEY=admin_key).status_code
+        for method, path, body in client_requests(session.pk)
+    ]
+    assert statuses == [201, 200, 200, 200, 200, 200]
+
+
 def test_system_check_warns_when_client_routes_are_open(settings):
+    settings.SESSIONS_OPEN_CLIENT_ROUTES = True
     settings.SESSIONS_API_KEY = ""
     warnings = client_routes_open(None)
     assert [w.id for w in warnings] == ["sessions_admin.W001"]
-    assert "SESSIONS_API_KEY" in warnings[0].msg
+    assert "SESSIONS_OPEN_CLIENT_ROUTES" in warnings[0].msg
     assert "sessions_admin.W001" in [m.id for m in run_checks()]
 
 
-def test_no_warning_once_the_client_key_is_set(settings):
-    settings.SESSIONS_API_KEY = "some-key"
+@pytest.mark.parametrize("client_key_value", ["some-key", ""])
+def test_no_warning_unless_the_client_routes_are_open(settings, client_key_value):
+    settings.SESSIONS_OPEN_CLIENT_ROUTES = False
+    settings.SESSIONS_API_KEY = client_key_value
     assert client_routes_open(None) == []
     assert "sessions_admin.W001" not in [m.id for m in run_checks()]
 
@@ -317,6 +347,8 @@ def test_client_key_setting_and_its_alias(env, expected):
         for k, v in os.environ.items()
         if k not in {"SESSIONS_API_KEY", "ELIZA_SERVER_AUTH_TOKEN", "DJANGO_SETTINGS_MODULE"}
     }
+    # The suite's settings open the client routes, which a client key contradicts.
+    clean["SESSIONS_OPEN_CLIENT_ROUTES"] = "false" if expected else "true"
     result = subprocess.run(
         [
             sys.executable,

@@ -65,6 +65,7 @@ def gunicorn_server():
             "DATABASE_URL": database_url,
             "SESSIONS_ADMIN_API_KEY": ADMIN_KEY,
             "SESSIONS_API_KEY": CLIENT_KEY,
+            "SESSIONS_OPEN_CLIENT_ROUTES": "false",
         },
         workers=2,
         port=_free_port(),

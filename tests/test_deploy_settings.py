@@ -46,9 +46,16 @@ def test_development_defaults_fail_check_deploy_naming_each_gap():
         "security.W008",
         "security.W012",
         "security.W016",
-        "sessions_admin.W001",
     ):
         assert check_id in output, output
+
+
+def test_open_client_routes_are_reported():
+    returncode, output = check_deploy(
+        {**PRODUCTION_ENV, "SESSIONS_API_KEY": "", "SESSIONS_OPEN_CLIENT_ROUTES": "true"}
+    )
+    assert returncode != 0
+    assert "sessions_admin.W001" in output
 
 
 def test_a_short_secret_key_is_reported():

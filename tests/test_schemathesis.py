@@ -41,6 +41,7 @@ def api_schema(transactional_db, settings):
     # requests), both keys configured, rate limiting off.
     settings.SESSIONS_ADMIN_API_KEY = ADMIN_KEY
     settings.SESSIONS_API_KEY = CLIENT_KEY
+    settings.SESSIONS_OPEN_CLIENT_ROUTES = False
     return schemathesis.openapi.from_wsgi("/api/schema/?format=json", get_wsgi_application())
 
 

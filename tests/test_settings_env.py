@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
-from messaging_project import env
+from messaging_project import api_keys, env
 from tests import server
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -350,12 +350,106 @@ def test_hosts_origins_and_keys(clean_env):
             {"SESSIONS_API_KEY": "one", "ELIZA_SERVER_AUTH_TOKEN": "another"},
             "SESSIONS_API_KEY and ELIZA_SERVER_AUTH_TOKEN are both set, to different keys",
         ),
+        (
+            {"SESSIONS_API_KEY": "one", "SESSIONS_OPEN_CLIENT_ROUTES": "true"},
+            "SESSIONS_API_KEY is set and SESSIONS_OPEN_CLIENT_ROUTES is on: the client routes "
+            "cannot both need the key and be open",
+        ),
+        (
+            {"ELIZA_SERVER_AUTH_TOKEN": "one", "SESSIONS_OPEN_CLIENT_ROUTES": "yes"},
+            "ELIZA_SERVER_AUTH_TOKEN is set and SESSIONS_OPEN_CLIENT_ROUTES is on",
+        ),
     ],
 )
 def test_keys_that_contradict_each_other_are_refused(clean_env, keys, message):
     for name, value in keys.items():
         clean_env.setenv(name, value)
     with pytest.raises(ImproperlyConfigured, match=re.escape(message)):
+        load_settings()
+
+
+# -- keys in files (what make run generates) and open client routes ------------------
+
+
+def key_file(tmp_path, name: str, text: str) -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_with_no_key_and_no_setting_the_client_routes_are_closed(clean_env):
+    config = load_settings()
+
+    assert config["SESSIONS_OPEN_CLIENT_ROUTES"] is False
+    assert (config["SESSIONS_API_KEY"], config["SESSIONS_ADMIN_API_KEY"]) == ("", "")
+
+
+def test_keys_are_read_from_the_files_the_variables_name(clean_env, tmp_path):
+    clean_env.setenv("SESSIONS_API_KEY_FILE", str(key_file(tmp_path, "client", "client-k3y\n")))
+    clean_env.setenv("SESSIONS_ADMIN_API_KEY_FILE", str(key_file(tmp_path, "admin", " admin-k3y ")))
+
+    config = load_settings()
+
+    assert (config["SESSIONS_API_KEY"], config["SESSIONS_ADMIN_API_KEY"]) == (
+        "client-k3y",
+        "admin-k3y",
+    )
+
+
+def test_a_key_in_the_environment_wins_over_its_file(clean_env, tmp_path):
+    clean_env.setenv("SESSIONS_API_KEY_FILE", str(key_file(tmp_path, "client", "from-file")))
+    clean_env.setenv("SESSIONS_ADMIN_API_KEY_FILE", str(key_file(tmp_path, "admin", "from-file-2")))
+    clean_env.setenv("ELIZA_SERVER_AUTH_TOKEN", "from-alias")
+    clean_env.setenv("SESSIONS_ADMIN_API_KEY", "from-variable")
+
+    config = load_settings()
+
+    assert (config["SESSIONS_API_KEY"], config["SESSIONS_ADMIN_API_KEY"]) == (
+        "from-alias",
+        "from-variable",
+    )
+
+
+def test_open_client_routes_leave_the_client_key_file_unread(clean_env, tmp_path):
+    """make run always names the generated file; opening the routes is the explicit choice."""
+    clean_env.setenv("SESSIONS_API_KEY_FILE", str(key_file(tmp_path, "client", "from-file")))
+    clean_env.setenv("SESSIONS_OPEN_CLIENT_ROUTES", "true")
+
+    config = load_settings()
+
+    assert config["SESSIONS_OPEN_CLIENT_ROUTES"] is True
+    assert config["SESSIONS_API_KEY"] == ""
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (None, "SESSIONS_API_KEY_FILE='{path}' cannot be read: No such file or directory."),
+        ("  \n", "SESSIONS_API_KEY_FILE='{path}' is empty: it must hold the key."),
+        ("clé", "The key in SESSIONS_API_KEY_FILE='{path}' must be printable ASCII"),
+        ("a\tb", "The key in SESSIONS_API_KEY_FILE='{path}' must be printable ASCII"),
+    ],
+    ids=["missing", "empty", "not ASCII", "tab"],
+)
+def test_a_key_file_that_holds_no_usable_key_is_refused(clean_env, tmp_path, text, message):
+    path = tmp_path / "client"
+    if text is not None:
+        path.write_text(text)
+    clean_env.setenv("SESSIONS_API_KEY_FILE", str(path))
+
+    with pytest.raises(ImproperlyConfigured, match=re.escape(message.format(path=path))):
+        load_settings()
+
+
+def test_one_file_for_both_keys_is_refused(clean_env, tmp_path):
+    path = key_file(tmp_path, "shared", "one-key-for-all")
+    clean_env.setenv("SESSIONS_API_KEY_FILE", str(path))
+    clean_env.setenv("SESSIONS_ADMIN_API_KEY_FILE", str(path))
+
+    with pytest.raises(
+        ImproperlyConfigured,
+        match="SESSIONS_API_KEY_FILE equals SESSIONS_ADMIN_API_KEY_FILE: every client could list",
+    ):
         load_settings()
 
 
@@ -579,7 +673,7 @@ def test_startup_without_a_secret_key_in_debug(tmp_path):
 
 
 def test_open_client_routes_are_a_warning_not_an_error(tmp_path):
-    result = manage_check(tmp_path, SESSIONS_API_KEY=None)
+    result = manage_check(tmp_path, SESSIONS_API_KEY=None, SESSIONS_OPEN_CLIENT_ROUTES="true")
 
     assert result.returncode == 0, result.stderr
     assert "sessions_admin.W001" in result.stderr
@@ -737,3 +831,93 @@ def test_make_run_takes_an_empty_worker_count_as_the_default(tmp_path, blank):
         os.killpg(process.pid, signal.SIGTERM)
         output = process.communicate(timeout=30)[0].decode()
     assert "Traceback" not in output, output
+
+
+@needs_make_venv
+@pytest.mark.server
+def test_make_run_with_no_configuration_generates_the_keys_and_requires_them(tmp_path):
+    """Secure by default: the first run writes both keys (mode 600), says where, and uses them."""
+    port = server.free_port()
+    client_file, admin_file = tmp_path / "client-key", tmp_path / "admin-key"
+    process = subprocess.Popen(
+        [*MAKE_RUN, f"CLIENT_KEY_FILE={client_file}", f"ADMIN_KEY_FILE={admin_file}"],
+        cwd=ROOT,
+        env=environment(
+            tmp_path, DJANGO_STATIC_ROOT=str(tmp_path), PORT=str(port), SESSIONS_API_KEY=None
+        ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    api = f"http://127.0.0.1:{port}/api/messaging/sessions"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                server.request("GET", f"{api}/health", timeout=5)
+                break
+            except OSError:
+                assert process.poll() is None, process.stdout.read().decode()
+                assert time.monotonic() < deadline, "make run did not serve within 60 s"
+                time.sleep(0.2)
+        client_key, admin_key = client_file.read_text().strip(), admin_file.read_text().strip()
+        assert len(client_key) >= 40 and len(admin_key) >= 40 and client_key != admin_key
+        assert client_file.stat().st_mode & 0o777 == 0o600
+        assert admin_file.stat().st_mode & 0o777 == 0o600
+        body = {
+            "agentId": "6f1c2a8e-2b1c-4c55-9a0e-2f7c7d1c0a11",
+            "userId": "6f1c2a8e-2b1c-4c55-9a0e-2f7c7d1c0a12",
+        }
+        status, _, answer = server.request("POST", api, body=body)
+        assert status == 401, answer
+        client = {"X-API-KEY": client_key}
+        status, _, created = server.request("POST", api, body=body, headers=client)
+        assert status == 201, created
+        session = f"{api}/{created['sessionId']}"
+        assert server.request("DELETE", session)[0] == 401
+        assert server.request("GET", api, headers=client)[0] == 403
+        assert server.request("GET", api, headers={"X-API-KEY": admin_key})[0] == 200
+        assert server.request("DELETE", session, headers=client)[0] == 200
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        output = process.communicate(timeout=30)[0].decode()
+    assert f"Client key: in {client_file} (clients send it as X-API-KEY)." in output, output
+    assert f"Admin key: in {admin_file}" in output, output
+    curl = f'curl -H "X-API-KEY: $(cat {admin_file})" http://127.0.0.1:{port}/api/messaging/sessions'
+    assert curl in output, output
+
+
+@pytest.mark.parametrize(
+    ("variables", "lines"),
+    [
+        (
+            {"SESSIONS_OPEN_CLIENT_ROUTES": "true", "SESSIONS_ADMIN_API_KEY": "admin-k3y"},
+            [
+                "Client routes: open to anyone (SESSIONS_OPEN_CLIENT_ROUTES is on).",
+                "Admin key: from SESSIONS_ADMIN_API_KEY (every route, the session list included).",
+            ],
+        ),
+        (
+            {"ELIZA_SERVER_AUTH_TOKEN": "client-k3y"},
+            [
+                "Client key: from ELIZA_SERVER_AUTH_TOKEN (clients send it as X-API-KEY).",
+                "Admin key: none; the session list takes a staff user.",
+            ],
+        ),
+        (
+            {},
+            [
+                "Client key: none; the client routes take the admin key or a staff user.",
+                "Admin key: none; the session list takes a staff user.",
+            ],
+        ),
+    ],
+    ids=["open", "alias, no admin key", "nothing"],
+)
+def test_the_keys_a_server_takes_are_described(clean_env, capsys, variables, lines):
+    for name, value in variables.items():
+        clean_env.setenv(name, value)
+
+    api_keys.main()
+
+    assert capsys.readouterr().out.splitlines() == lines
