@@ -64,11 +64,14 @@ NOT_FOUND = _error("SESSION_NOT_FOUND: no session has this id")
 EXPIRED = _error("SESSION_EXPIRED: the session has expired (details.expiresAt)")
 TOO_LARGE = _error("PAYLOAD_TOO_LARGE: request body over 1 MB")
 UNSUPPORTED = _error("UNSUPPORTED_MEDIA_TYPE: the body is not application/json (UTF-8)")
+NOT_IMPLEMENTED = _error(
+    "NOT_IMPLEMENTED: a Transfer-Encoding other than chunked (gzip, deflate, compress)"
+)
 RATE_LIMITED = _error("RATE_LIMITED: too many requests; see Retry-After")
 UNAVAILABLE = _error("SERVICE_UNAVAILABLE: the database cannot be reached")
 
 COMMON_ERRORS = {401: UNAUTHORIZED, 403: FORBIDDEN, 429: RATE_LIMITED, 503: UNAVAILABLE}
-BODY_ERRORS = {400: BAD_REQUEST, 413: TOO_LARGE, 415: UNSUPPORTED}
+BODY_ERRORS = {400: BAD_REQUEST, 413: TOO_LARGE, 415: UNSUPPORTED, 501: NOT_IMPLEMENTED}
 
 SESSION_ID = OpenApiParameter(
     "sessionId",

@@ -137,7 +137,7 @@ def test_errors_are_documented_with_the_envelope(schema):
     envelope = {"$ref": "#/components/schemas/ErrorResponse"}
     expected = {
         "listSessions": {"400", "401", "403", "429", "503"},
-        "createSession": {"400", "401", "403", "413", "415", "429", "503"},
+        "createSession": {"400", "401", "403", "413", "415", "429", "501", "503"},
         "getSession": {"401", "403", "404", "410", "429", "503"},
         "deleteSession": {"401", "403", "404", "429", "503"},
         "sendSessionHeartbeat": {"401", "403", "404", "410", "413", "429", "503"},
@@ -152,6 +152,7 @@ def test_errors_are_documented_with_the_envelope(schema):
             "415",
             "422",
             "429",
+            "501",
             "503",
         },
     }
