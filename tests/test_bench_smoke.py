@@ -21,6 +21,10 @@ EXPECTED_ROWS = {
         "| renew selected", "| expire selected now",
     ],
     "health.py": ["| off (0)", "| 1,000 ms"],
+    "hardening.py": [
+        "| POST 1,000,097 B of unknown keys", "| GET during 3 such POSTs/s",
+        "| 5 heartbeats on a row locked elsewhere", "| health sent 0.5 s after them",
+    ],
     "list.py": ["| floor / SQL", "| first page", "| page at 90%", "| agentId filter"],
     "load.py": ["| create", "| get", "| heartbeat", "| list (100/page)", "| mixed"],
     "prune.py": ["| raw DELETE", "| prune_sessions ", "| prune_sessions x2", "| naive delete"],
