@@ -839,25 +839,32 @@ def test_make_run_with_no_configuration_generates_the_keys_and_requires_them(tmp
     """Secure by default: the first run writes both keys (mode 600), says where, and uses them."""
     port = server.free_port()
     client_file, admin_file = tmp_path / "client-key", tmp_path / "admin-key"
-    process = subprocess.Popen(
-        [*MAKE_RUN, f"CLIENT_KEY_FILE={client_file}", f"ADMIN_KEY_FILE={admin_file}"],
-        cwd=ROOT,
-        env=environment(
-            tmp_path, DJANGO_STATIC_ROOT=str(tmp_path), PORT=str(port), SESSIONS_API_KEY=None
-        ),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    log = tmp_path / "make-run.log"
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            [*MAKE_RUN, f"CLIENT_KEY_FILE={client_file}", f"ADMIN_KEY_FILE={admin_file}"],
+            cwd=ROOT,
+            env=environment(
+                tmp_path, DJANGO_STATIC_ROOT=str(tmp_path), PORT=str(port), SESSIONS_API_KEY=None
+            ),
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     api = f"http://127.0.0.1:{port}/api/messaging/sessions"
     try:
         deadline = time.monotonic() + 60
+        # The keys are said just before gunicorn starts: only then is it ours that answers.
+        while "Admin key:" not in log.read_text():
+            assert process.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, "make run did not start within 60 s"
+            time.sleep(0.2)
         while True:
             try:
                 server.request("GET", f"{api}/health", timeout=5)
                 break
             except OSError:
-                assert process.poll() is None, process.stdout.read().decode()
+                assert process.poll() is None, log.read_text()
                 assert time.monotonic() < deadline, "make run did not serve within 60 s"
                 time.sleep(0.2)
         client_key, admin_key = client_file.read_text().strip(), admin_file.read_text().strip()
@@ -880,7 +887,8 @@ def test_make_run_with_no_configuration_generates_the_keys_and_requires_them(tmp
         assert server.request("DELETE", session, headers=client)[0] == 200
     finally:
         os.killpg(process.pid, signal.SIGTERM)
-        output = process.communicate(timeout=30)[0].decode()
+        process.wait(timeout=30)
+    output = log.read_text()
     assert f"Client key: in {client_file} (clients send it as X-API-KEY)." in output, output
     assert f"Admin key: in {admin_file}" in output, output
     curl = f'curl -H "X-API-KEY: $(cat {admin_file})" http://127.0.0.1:{port}/api/messaging/sessions'
