@@ -33,9 +33,8 @@ def describe(*, client: ApiKey, admin: ApiKey, open_routes: bool, base_url: str)
         return [*lines, "Admin key: none; the session list takes a staff user."]
     lines.append(f"Admin key: {_where(admin)} (every route, the session list included).")
     if admin.source.endswith("_FILE"):
-        lines.append(
-            f'  curl -H "X-API-KEY: $(cat {env_str(admin.source)})" {base_url}/api/messaging/sessions'
-        )
+        key = f"$(cat {env_str(admin.source)})"
+        lines.append(f'  curl -H "X-API-KEY: {key}" {base_url}/api/messaging/sessions')
     return lines
 
 
@@ -47,7 +46,8 @@ def main() -> None:
     host = env_str("HOST") or "127.0.0.1"
     address = f"[{host}]" if ":" in host else host
     base_url = f"http://{address}:{env_str('PORT') or '3000'}"
-    print("\n".join(describe(client=client, admin=admin, open_routes=open_routes, base_url=base_url)))
+    lines = describe(client=client, admin=admin, open_routes=open_routes, base_url=base_url)
+    print("\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -141,19 +141,19 @@ def _printable_key(name: str, value: str) -> str:
 
 
 def env_key(name: str) -> str:
-    """Return an API key: printable ASCII, the characters an ``X-API-KEY`` header carries as sent."""
+    """Return an API key: printable ASCII, what an ``X-API-KEY`` header carries as sent."""
     return _printable_key(name, env_str(name))
 
 
 class ApiKey(NamedTuple):
-    """An API key and the variable it came from (``SESSIONS_API_KEY``, ``..._FILE``); empty if none."""
+    """An API key and the variable it came from (``SESSIONS_API_KEY``, ``..._FILE``), or none."""
 
     value: str = ""
     source: str = ""
 
 
 def env_key_file(name: str) -> ApiKey:
-    """Return the key held in the file the variable names (blanks around it dropped), if it names one.
+    """Return the key in the file the variable names (blanks around it dropped), if it names one.
 
     ``make run`` names the keys it generated for the checkout; a deployment
     may name a mounted secret.
@@ -329,7 +329,7 @@ def env_proxy_ssl_header(name: str) -> tuple[str, str] | None:
 
 
 def admin_api_key() -> ApiKey:
-    """Return the admin key: ``SESSIONS_ADMIN_API_KEY``, else the one in ``SESSIONS_ADMIN_API_KEY_FILE``."""
+    """Return ``SESSIONS_ADMIN_API_KEY``, else the key in ``SESSIONS_ADMIN_API_KEY_FILE``."""
     key = env_key("SESSIONS_ADMIN_API_KEY")
     if key:
         return ApiKey(key, "SESSIONS_ADMIN_API_KEY")

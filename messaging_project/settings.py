@@ -164,8 +164,8 @@ elif _database["ENGINE"] == "django.db.backends.postgresql":
     # waits longer for a lock (a row another request holds) gives up; either
     # request answers 503. gunicorn.conf.py sets 10 s and 2 s for the web
     # server; management commands (seeding, pruning, migrations) default to none.
-    _server_settings = {"statement_timeout": _statement_timeout_ms, "lock_timeout": _lock_timeout_ms}
-    _server_options = " ".join(f"-c {name}={ms}" for name, ms in _server_settings.items() if ms)
+    _timeouts_ms = {"statement_timeout": _statement_timeout_ms, "lock_timeout": _lock_timeout_ms}
+    _server_options = " ".join(f"-c {name}={ms}" for name, ms in _timeouts_ms.items() if ms)
     if _server_options:
         _database["OPTIONS"].setdefault("options", _server_options)
     _database["CONN_MAX_AGE"] = _conn_max_age

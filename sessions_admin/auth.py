@@ -106,7 +106,7 @@ class StaffModelPermissions(BasePermission):
 
 
 class ClientAccess(StaffModelPermissions):
-    """Client routes: the client key, or as above; open to anyone when ``SESSIONS_OPEN_CLIENT_ROUTES``."""
+    """Client routes: the client key, or as above; anyone with ``SESSIONS_OPEN_CLIENT_ROUTES``."""
 
     def has_permission(self, request, view):
         if settings.SESSIONS_OPEN_CLIENT_ROUTES or request.auth == ROLE_CLIENT:

@@ -76,7 +76,7 @@ ENVELOPE_MESSAGES_MAX = 2
 
 
 def quoted(text: str, max_chars: int = QUOTED_MAX_CHARS) -> str:
-    """``text`` as an error may quote it: a lone surrogate written ``\\udXXX``, cut short with "…"."""
+    """``text`` as an error may quote it: surrogates escaped (``\\udXXX``), cut short with "…"."""
     text = text.encode("utf-8", "backslashreplace").decode("utf-8")
     return text[:max_chars] + "…" if len(text) > max_chars else text
 

@@ -167,7 +167,7 @@ UNKNOWN_NAMES_SHOWN = 5
 def unknown_name_errors(
     names: list[str], *, noun: str, where: str, prefix: str = ""
 ) -> dict[str, list[str]]:
-    """Errors for the first few unknown ``names``, each cut short; how many more, under ``where``."""
+    """Errors naming the first few unknown ``names``, cut short; under ``where``, the count."""
     errors = {}
     for name in names[:UNKNOWN_NAMES_SHOWN]:
         shown = quoted(name)
@@ -251,9 +251,8 @@ class SessionListQuerySerializer(serializers.Serializer):
     ordering = serializers.ChoiceField(choices=ORDERING_CHOICES, default=DEFAULT_ORDERING)
 
     def to_internal_value(self, data):
-        problems = unknown_name_errors(
-            [name for name in data if name not in self.fields], noun="query parameter", where="query"
-        )
+        unknown = [name for name in data if name not in self.fields]
+        problems = unknown_name_errors(unknown, noun="query parameter", where="query")
         if hasattr(data, "lists"):
             problems |= {
                 name: ["Give this query parameter once"]

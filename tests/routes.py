@@ -1,4 +1,4 @@
-"""Every route of the project, with sample values in its parameters: for tests that sweep them all."""
+"""Every route of the project, with sample values in its parameters, for tests that sweep them."""
 
 import re
 

@@ -1,4 +1,4 @@
-"""Errors quote a little of what they refuse: every error answer stays a few KB, whatever came in."""
+"""Errors quote a little of what they refuse: every error answer stays a few KB, whatever came."""
 
 import json
 

@@ -204,7 +204,10 @@ def chunked(data: bytes) -> bytes:
 
 
 NEW_SESSION = json.dumps(
-    {"agentId": "6f1c2a8e-2b1c-4c55-9a0e-2f7c7d1c0a11", "userId": "6f1c2a8e-2b1c-4c55-9a0e-2f7c7d1c0a12"}
+    {
+        "agentId": "6f1c2a8e-2b1c-4c55-9a0e-2f7c7d1c0a11",
+        "userId": "6f1c2a8e-2b1c-4c55-9a0e-2f7c7d1c0a12",
+    }
 ).encode()
 
 

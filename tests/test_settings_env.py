@@ -261,7 +261,9 @@ def test_default_database_is_sqlite_in_the_project_with_wal(clean_env):
 
 
 @pytest.mark.parametrize(("lock_timeout_ms", "busy_timeout_seconds"), [(None, 20), ("500", 0.5)])
-def test_an_sqlite_writer_waits_for_the_lock_timeout(clean_env, lock_timeout_ms, busy_timeout_seconds):
+def test_an_sqlite_writer_waits_for_the_lock_timeout(
+    clean_env, lock_timeout_ms, busy_timeout_seconds
+):
     # SQLite has no row locks: its busy timeout is the wait for the whole database's write lock.
     if lock_timeout_ms is not None:
         clean_env.setenv("DATABASE_LOCK_TIMEOUT_MS", lock_timeout_ms)
@@ -482,7 +484,7 @@ def test_log_level(clean_env):
         ("DATABASE_CONNECT_TIMEOUT", "0", "DATABASE_CONNECT_TIMEOUT=0 is below the minimum of 1."),
         ("DATABASE_CONN_MAX_AGE", "-1", "DATABASE_CONN_MAX_AGE=-1 is below the minimum of 0."),
         ("DATABASE_STATEMENT_TIMEOUT_MS", "abc", "DATABASE_STATEMENT_TIMEOUT_MS='abc' is not an integer."),
-        ("DATABASE_LOCK_TIMEOUT_MS", "-1", "DATABASE_LOCK_TIMEOUT_MS=-1 is below the minimum of 0."),
+        ("DATABASE_LOCK_TIMEOUT_MS", "-1", "DATABASE_LOCK_TIMEOUT_MS=-1 is below the minimum of 0"),
         ("DJANGO_ALLOWED_HOSTS", " , ", "DJANGO_ALLOWED_HOSTS is empty"),
         ("SESSIONS_ADMIN_API_KEY", "k€y", "SESSIONS_ADMIN_API_KEY must be printable ASCII"),
         ("SESSIONS_API_KEY", "clé-client", "SESSIONS_API_KEY must be printable ASCII"),
@@ -891,7 +893,8 @@ def test_make_run_with_no_configuration_generates_the_keys_and_requires_them(tmp
     output = log.read_text()
     assert f"Client key: in {client_file} (clients send it as X-API-KEY)." in output, output
     assert f"Admin key: in {admin_file}" in output, output
-    curl = f'curl -H "X-API-KEY: $(cat {admin_file})" http://127.0.0.1:{port}/api/messaging/sessions'
+    key = f"$(cat {admin_file})"
+    curl = f'curl -H "X-API-KEY: {key}" http://127.0.0.1:{port}/api/messaging/sessions'
     assert curl in output, output
 
 
