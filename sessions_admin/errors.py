@@ -6,7 +6,9 @@
 import json
 import logging
 import math
+from contextlib import suppress
 from datetime import datetime
+from http import HTTPStatus
 from itertools import islice
 
 from django.conf import settings
@@ -129,11 +131,13 @@ def raw_http_error(status: int, reason: str, message: str) -> bytes:
     gunicorn refuses some requests before any application code runs (a request
     line or headers too long, a malformed request line); this is that answer.
     The connection is closed after it: what follows on it cannot be trusted.
+    The status line has the status's own phrase: gunicorn gives "Bad Request"
+    to its 501 for an unknown transfer coding.
     """
-    if len(message) > 200:
-        message = message[:200] + "…"
     envelope = error_body(CODE_FOR_STATUS.get(status, "ERROR"), message or reason)
     body = json.dumps(envelope, separators=(",", ":")).encode()
+    with suppress(ValueError):
+        reason = HTTPStatus(status).phrase
     head = (
         f"HTTP/1.1 {status} {reason}\r\n"
         "Connection: close\r\n"

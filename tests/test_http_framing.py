@@ -236,10 +236,16 @@ def test_a_transfer_coding_other_than_chunked_is_refused(running, coding, body):
 
 def test_a_transfer_coding_gunicorn_does_not_know_is_refused_by_gunicorn(running):
     before = stored_sessions(running)
-    status, answer, _ = exchange(
-        running, BASE, {"Transfer-Encoding": "br, chunked"}, chunked(NEW_SESSION)
+    request = (
+        b"POST /api/messaging/sessions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        b"Content-Type: application/json\r\nTransfer-Encoding: br, chunked\r\n\r\n"
+        + chunked(NEW_SESSION)
     )
-    assert status in (400, 501), answer  # 400 from gunicorn's C parser, when installed
+    with socket.create_connection(("127.0.0.1", running.port), timeout=10) as sock:
+        sock.sendall(request)
+        status_line = sock.makefile("rb").readline()
+    # 501 from gunicorn's Python parser, with its own phrase; 400 from its C parser.
+    assert status_line in (b"HTTP/1.1 501 Not Implemented\r\n", b"HTTP/1.1 400 Bad Request\r\n")
     assert stored_sessions(running) == before
 
 
