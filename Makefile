@@ -66,7 +66,7 @@ run: migrate $(CLIENT_KEY_FILE) $(ADMIN_KEY_FILE)
 	@$(BIN)/python gunicorn.conf.py
 	@$(KEY_FILES) $(BIN)/python -m messaging_project.api_keys
 	case "$${WEB_CONCURRENCY:-}" in *[![:space:]]*) ;; *) unset WEB_CONCURRENCY ;; esac; \
-	DJANGO_SECRET_KEY="$${DJANGO_SECRET_KEY:-$$(cat .secret-key)}" $(KEY_FILES) exec $(BIN)/gunicorn messaging_project.wsgi:application --config gunicorn.conf.py
+	DJANGO_SECRET_KEY="$${DJANGO_SECRET_KEY:-$$(cat .secret-key)}" $(KEY_FILES) exec $(BIN)/gunicorn messaging_project.asgi:application --config gunicorn.conf.py
 
 dev: install $(CLIENT_KEY_FILE) $(ADMIN_KEY_FILE)
 	DJANGO_DEBUG=true $(BIN)/python manage.py migrate --noinput

@@ -11,6 +11,7 @@ from messaging_project.env import (
     env_str,
     stop_on_bad_configuration,
 )
+from messaging_project.serving import read_timeout_seconds, view_threads
 
 # Every variable is read and checked first: a bad value stops start-up with
 # one line naming it.
@@ -18,7 +19,9 @@ with stop_on_bad_configuration():
     _port = env_int("PORT", 3000, minimum=1, maximum=65535)
     _host = env_host("HOST", "127.0.0.1")
     _workers = env_int("WEB_CONCURRENCY", 2 * (os.cpu_count() or 1) + 1, minimum=1, maximum=64)
-    _threads = env_int("GUNICORN_THREADS", 1, minimum=1, maximum=64)
+    # Read again by the application (asgi.py) and the worker: checked here first.
+    view_threads()
+    read_timeout_seconds()
     _timeout = env_int("GUNICORN_TIMEOUT", 30, minimum=1, maximum=3600)
     _keepalive = env_int("GUNICORN_KEEPALIVE", 5, minimum=0, maximum=300)
     _preload = env_bool("GUNICORN_PRELOAD", True)
@@ -28,7 +31,7 @@ with stop_on_bad_configuration():
 
 bind = f"[{_host}]:{_port}" if ":" in _host else f"{_host}:{_port}"
 workers = _workers
-threads = _threads
+worker_class = "messaging_project.serving.Worker"
 timeout = _timeout
 graceful_timeout = 10
 keepalive = _keepalive

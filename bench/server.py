@@ -57,7 +57,7 @@ class Gunicorn(GunicornServer):
         workers: int,
         threads: int = 1,
         env: dict | None = None,
-        app: str = "messaging_project.wsgi:application",
+        app: str = "messaging_project.asgi:application",
     ):
         super().__init__(
             env={

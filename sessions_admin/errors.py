@@ -41,6 +41,7 @@ CODE_FOR_STATUS = {
     404: "NOT_FOUND",
     405: "METHOD_NOT_ALLOWED",
     406: "NOT_ACCEPTABLE",
+    408: "REQUEST_TIMEOUT",
     410: "SESSION_EXPIRED",
     413: "PAYLOAD_TOO_LARGE",
     414: "URI_TOO_LONG",
@@ -125,11 +126,14 @@ def error_json_response(
     )
 
 
-def raw_http_error(status: int, reason: str, message: str) -> bytes:
+def raw_http_error(
+    status: int, reason: str, message: str, extra_headers: tuple[tuple[str, str], ...] = ()
+) -> bytes:
     """A whole HTTP/1.1 answer carrying the envelope, for the server to write itself.
 
     gunicorn refuses some requests before any application code runs (a request
-    line or headers too long, a malformed request line); this is that answer.
+    line or headers too long, a malformed request line, a request that does not
+    arrive in time); this is that answer.
     The connection is closed after it: what follows on it cannot be trusted.
     The status line has the status's own phrase: gunicorn gives "Bad Request"
     to its 501 for an unknown transfer coding.
@@ -138,8 +142,10 @@ def raw_http_error(status: int, reason: str, message: str) -> bytes:
     body = json.dumps(envelope, separators=(",", ":")).encode()
     with suppress(ValueError):
         reason = HTTPStatus(status).phrase
+    extra = "".join(f"{name}: {value}\r\n" for name, value in extra_headers)
     head = (
         f"HTTP/1.1 {status} {reason}\r\n"
+        f"{extra}"
         "Connection: close\r\n"
         "Content-Type: application/json\r\n"
         f"Content-Length: {len(body)}\r\n\r\n"

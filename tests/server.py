@@ -175,7 +175,7 @@ class GunicornServer:
         env: dict,
         workers: int = 2,
         port: int | None = None,
-        app: str = "messaging_project.wsgi:application",
+        app: str = "messaging_project.asgi:application",
     ):
         self.env = env
         self.app = app

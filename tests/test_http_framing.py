@@ -25,10 +25,10 @@ pytestmark = pytest.mark.server
 BASE = "/api/messaging/sessions"
 
 
-@pytest.fixture(scope="module", params=["1", "2"], ids=["sync", "gthread"])
-def running(request):
-    """One worker, sync or with two threads (gthread handles sockets differently)."""
-    env = {"DATABASE_URL": server.scratch_sqlite(), "GUNICORN_THREADS": request.param}
+@pytest.fixture(scope="module")
+def running():
+    """One worker, as ``make run`` serves (gunicorn's ASGI worker, the views on threads)."""
+    env = {"DATABASE_URL": server.scratch_sqlite()}
     with server.GunicornServer(env=env, workers=1) as running:
         yield running
 
@@ -161,7 +161,7 @@ def raw_exchange(running, data: bytes) -> tuple[int, dict, dict]:
             b"GET /" + b"a" * 5000 + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
             414,
             "URI_TOO_LONG",
-            "Request Line is too large (5014 > 4094)",
+            "Request line is too large",
         ),
         (
             b"GET /api/messaging/sessions/health HTTP/1.1\r\n"
@@ -169,13 +169,13 @@ def raw_exchange(running, data: bytes) -> tuple[int, dict, dict]:
             + b"\r\n",
             431,
             "HEADER_FIELDS_TOO_LARGE",
-            "Error parsing headers: 'limit request headers fields'",
+            "Too many headers",
         ),
         (
             b"NONSENSE\r\n\r\n",
             400,
             "VALIDATION_ERROR",
-            "Invalid Request Line 'Invalid HTTP request line: 'NONSENSE''",
+            "Invalid request line",
         ),
     ],
     ids=["request line too long", "too many headers", "no request line"],
@@ -191,12 +191,10 @@ def test_what_gunicorn_refuses_itself_is_an_envelope(running, request_bytes, sta
     assert answer["error"]["timestamp"].endswith("Z")
 
 
-def test_a_refusal_quotes_at_most_200_characters_of_what_was_sent(running):
+def test_a_refusal_does_not_quote_what_was_sent(running):
     status, _, answer = raw_exchange(running, b"X" * 3000 + b"\r\n\r\n")
     assert status == 400, answer
-    message = answer["error"]["message"]
-    assert message.startswith("Invalid Request Line 'Invalid HTTP request line: 'XXX")
-    assert message.endswith("…") and len(message) == 201
+    assert answer["error"]["message"] == "Invalid request line"
 
 
 def chunked(data: bytes) -> bytes:

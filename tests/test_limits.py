@@ -531,12 +531,12 @@ THROTTLE_NOW = 1_800_001_800.0
 
 
 def app_with_a_still_throttle_clock():
-    """Return the project's WSGI application with the rate limiter's clock standing at ``THROTTLE_NOW``.
+    """Return the project's application with the rate limiter's clock standing at ``THROTTLE_NOW``.
 
     gunicorn calls this factory: the windows are aligned to the epoch, so with
     the wall clock a run near the top of the hour could see a window end.
     """
-    from messaging_project.wsgi import application
+    from messaging_project.asgi import application
 
     ClientRateThrottle.timer = staticmethod(lambda: THROTTLE_NOW)
     return application

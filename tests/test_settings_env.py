@@ -686,7 +686,7 @@ GUNICORN = [
     "--check-config",
     "--config",
     "gunicorn.conf.py",
-    "messaging_project.wsgi:application",
+    "messaging_project.asgi:application",
 ]
 
 
@@ -698,6 +698,9 @@ GUNICORN = [
         ({"PORT": "70000"}, "PORT=70000 is above the maximum of 65535."),
         ({"WEB_CONCURRENCY": "0"}, "WEB_CONCURRENCY=0 is below the minimum of 1."),
         ({"GUNICORN_PRELOAD": "maybe"}, "GUNICORN_PRELOAD='maybe' is not a boolean"),
+        ({"GUNICORN_READ_TIMEOUT": "0"}, "GUNICORN_READ_TIMEOUT=0 is below the minimum of 1."),
+        ({"GUNICORN_READ_TIMEOUT": "2.5"}, "GUNICORN_READ_TIMEOUT='2.5' is not an integer."),
+        ({"GUNICORN_THREADS": "0"}, "GUNICORN_THREADS=0 is below the minimum of 1."),
         ({"HOST": "127.0.0.1:3492"}, "HOST='127.0.0.1:3492' must be an address such as 127.0.0.1"),
         ({"HOST": "http://127.0.0.1"}, "(the port goes in PORT)."),
         ({"HOST": "no-such-host.invalid"}, "HOST='no-such-host.invalid' does not resolve"),
