@@ -1,9 +1,9 @@
 """The floor under the list endpoint: its SQL and its JSON, with no framework around them.
 
 A bare WSGI application that ``bench/list.py`` serves with the project's own
-gunicorn settings. For each query string it was given, it runs the statements
+gunicorn settings (``asgi_application``: on the view threads, as the project is). For each query string it was given, it runs the statements
 the endpoint runs for that query (captured from the selector: the same text
-the benchmark's raw SQL column times) on one psycopg connection per worker,
+the benchmark's raw SQL column times) on one psycopg connection per thread,
 then builds the same answer as the endpoint with the same helpers
 (``selectors.page_from``, ``serializers.session_list_info``), encoded with orjson.
 
@@ -18,6 +18,7 @@ the aggregate count first, then the page query).
 
 import json
 import os
+import threading
 
 import django
 
@@ -28,6 +29,7 @@ import orjson  # noqa: E402
 import psycopg  # noqa: E402
 from psycopg.rows import dict_row  # noqa: E402
 
+from messaging_project.serving import ThreadedWSGI, view_threads  # noqa: E402
 from sessions_admin import policy, selectors  # noqa: E402
 from sessions_admin.serializers import session_list_info  # noqa: E402
 
@@ -35,15 +37,17 @@ with open(os.environ["FLOOR_SCENARIOS"]) as scenarios_file:
     STATEMENTS: dict[str, list[str]] = json.load(scenarios_file)
 ORDERING = selectors.Ordering(selectors.DEFAULT_ORDERING)
 
-_connection: psycopg.Connection | None = None
+_local = threading.local()
 
 
 def connection() -> psycopg.Connection:
-    """This worker's connection, opened on first use (after gunicorn forks)."""
-    global _connection
-    if _connection is None or _connection.closed:
-        _connection = psycopg.connect(os.environ["FLOOR_DATABASE_URL"], autocommit=True)
-    return _connection
+    """This thread's connection, opened on first use (after gunicorn forks)."""
+    conn = getattr(_local, "connection", None)
+    if conn is None or conn.closed:
+        conn = _local.connection = psycopg.connect(
+            os.environ["FLOOR_DATABASE_URL"], autocommit=True
+        )
+    return conn
 
 
 def answer(statements: list[str], limit: int) -> bytes:
@@ -70,3 +74,6 @@ def application(environ, start_response):
         "200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
     )
     return [body]
+
+
+asgi_application = ThreadedWSGI(application, threads=view_threads(), max_body_bytes=1024 * 1024)

@@ -183,7 +183,7 @@ def floor_server(url: str, built: list[dict], workers: int, threads: int):
             database_url=url,
             workers=workers,
             threads=threads,
-            app="bench.floor_app:application",
+            app="bench.floor_app:asgi_application",
             env={"FLOOR_DATABASE_URL": url, "FLOOR_SCENARIOS": file.name},
         ) as server:
             yield server
