@@ -11,14 +11,14 @@ from messaging_project.env import (
     env_str,
     stop_on_bad_configuration,
 )
-from messaging_project.serving import read_timeout_seconds, view_threads
+from messaging_project.serving import default_workers, read_timeout_seconds, view_threads
 
 # Every variable is read and checked first: a bad value stops start-up with
 # one line naming it.
 with stop_on_bad_configuration():
     _port = env_int("PORT", 3000, minimum=1, maximum=65535)
     _host = env_host("HOST", "127.0.0.1")
-    _workers = env_int("WEB_CONCURRENCY", 2 * (os.cpu_count() or 1) + 1, minimum=1, maximum=64)
+    _workers = env_int("WEB_CONCURRENCY", default_workers(), minimum=1, maximum=64)
     # Read again by the application (asgi.py) and the worker: checked here first.
     view_threads()
     read_timeout_seconds()

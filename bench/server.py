@@ -55,9 +55,11 @@ class Gunicorn(GunicornServer):
         *,
         database_url: str,
         workers: int,
-        threads: int = 1,
+        threads: int | None = None,
+        port: int | None = None,
         env: dict | None = None,
         app: str = "messaging_project.asgi:application",
+        extra_args: tuple[str, ...] = (),
     ):
         super().__init__(
             env={
@@ -65,11 +67,13 @@ class Gunicorn(GunicornServer):
                 # The benchmark signs list cursors itself: the server must share its key.
                 "DJANGO_SECRET_KEY": os.environ.get("DJANGO_SECRET_KEY", "benchmark-secret-key"),
                 "SESSIONS_ADMIN_API_KEY": ADMIN_KEY,
-                "GUNICORN_THREADS": str(threads),
+                **({"GUNICORN_THREADS": str(threads)} if threads else {}),
                 **(env or {}),
             },
             workers=workers,
+            port=port,
             app=app,
+            extra_args=extra_args,
         )
 
     def __enter__(self) -> "Gunicorn":

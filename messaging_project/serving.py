@@ -16,6 +16,7 @@ ASGI application of their own, so waiting never occupies one of the threads.
 import asyncio
 import io
 import logging
+import os
 import sys
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -242,6 +243,11 @@ def _call_wsgi(application, environ: dict) -> tuple[int, list, list[bytes]]:
 # The server side: gunicorn's ASGI worker with a deadline on reading each request.
 
 READ_TIMEOUT_VARIABLE = "GUNICORN_READ_TIMEOUT"
+
+
+def default_workers() -> int:
+    """Worker processes when ``WEB_CONCURRENCY`` is unset: one per core (see docs/BENCHMARKS.md)."""
+    return os.cpu_count() or 1
 
 
 def view_threads() -> int:

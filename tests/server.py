@@ -176,9 +176,12 @@ class GunicornServer:
         workers: int = 2,
         port: int | None = None,
         app: str = "messaging_project.asgi:application",
+        extra_args: tuple[str, ...] = (),
     ):
         self.env = env
         self.app = app
+        # gunicorn options after the configuration file's (a benchmark's other worker class).
+        self.extra_args = tuple(extra_args)
         self.workers = workers
         self.port = port or free_port()
         self.process: subprocess.Popen | None = None
@@ -213,6 +216,7 @@ class GunicornServer:
                 self.app,
                 "--config",
                 str(ROOT / "gunicorn.conf.py"),
+                *self.extra_args,
             ],
             cwd=ROOT,
             env=env,

@@ -1,0 +1,78 @@
+"""The serving models the benchmarks compare, each started with the project's gunicorn.conf.py.
+
+- ``asgi-threads`` (what ``make run`` serves): gunicorn's ASGI worker
+  (``messaging_project.serving.Worker``), the WSGI application on
+  ``GUNICORN_THREADS`` view threads per process (``ThreadedWSGI``);
+- ``uvicorn``: the same application under uvicorn's worker (``uvicorn-worker``,
+  uvloop and httptools);
+- ``django-asgi``: gunicorn's stock ASGI worker and Django's own ASGI handler
+  (each sync view is run by ``sync_to_async``);
+- ``gthread``: gunicorn's threaded WSGI worker, 8 threads per process;
+- ``sync``: gunicorn's sync worker, one request per process, 2 × cores + 1
+  processes (the model before this one).
+
+Every model serves ``bench/waiting_app.py``: the project plus
+``GET /bench/wait``, a request that waits for a PostgreSQL notification, as a
+coroutine where the model has an event loop and on a thread where it has not.
+"""
+
+import os
+from pathlib import Path
+
+from bench.server import Gunicorn
+
+CORES = os.cpu_count() or 1
+
+MODELS = {
+    "asgi-threads": {"app": "bench.waiting_app:asgi_application", "args": ()},
+    "uvicorn": {
+        "app": "bench.waiting_app:asgi_application",
+        "args": ("--worker-class", "uvicorn_worker.UvicornWorker"),
+    },
+    "django-asgi": {
+        "app": "bench.waiting_app:django_asgi_application",
+        "args": ("--worker-class", "asgi"),
+    },
+    "gthread": {
+        "app": "bench.waiting_app:wsgi_application",
+        "args": ("--worker-class", "gthread", "--threads", "8"),
+    },
+    "sync": {
+        "app": "bench.waiting_app:wsgi_application",
+        "args": ("--worker-class", "sync"),
+        "workers": 2 * CORES + 1,
+    },
+}
+
+
+def default_workers() -> int:
+    """The worker count gunicorn.conf.py gives when WEB_CONCURRENCY is unset."""
+    from messaging_project.serving import default_workers
+
+    return default_workers()
+
+
+def start_model(
+    name: str,
+    *,
+    database_url: str,
+    port: int,
+    env: dict | None = None,
+    workers: int | None = None,
+    app: str | None = None,
+) -> Gunicorn:
+    """Start the project under the serving model ``name``; return the running server."""
+    model = MODELS[name]
+    server = Gunicorn(
+        database_url=database_url,
+        workers=workers or model.get("workers") or default_workers(),
+        port=port,
+        app=app or model["app"],
+        extra_args=model["args"],
+        env=env,
+    )
+    return server.__enter__()
+
+
+def load_average() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
