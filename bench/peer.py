@@ -345,7 +345,7 @@ def main(argv: list[str] | None = None) -> None:
             project = start_model(
                 "asgi-threads", database_url=url, port=next(PORTS),
                 app="messaging_project.asgi:application",
-            )
+            ).__enter__()
             with_stack.append(project)
             targets.append({"name": "project", "server": project, "port": project.port})
             floor = Gunicorn(
@@ -356,7 +356,7 @@ def main(argv: list[str] | None = None) -> None:
             with_stack.append(floor)
             targets.append({"name": "floor (same SQL)", "server": floor, "port": floor.port})
             for name in models:
-                server = start_model(name, database_url=url, port=next(PORTS))
+                server = start_model(name, database_url=url, port=next(PORTS)).__enter__()
                 with_stack.append(server)
                 targets.append({"name": f"project, {name}", "server": server, "port": server.port})
 

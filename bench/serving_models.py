@@ -61,7 +61,7 @@ def start_model(
     workers: int | None = None,
     app: str | None = None,
 ) -> Gunicorn:
-    """Start the project under the serving model ``name``; return the running server."""
+    """The project under the serving model ``name``, to start with ``with``."""
     model = MODELS[name]
     server = Gunicorn(
         database_url=database_url,
@@ -71,7 +71,7 @@ def start_model(
         extra_args=model["args"],
         env=env,
     )
-    return server.__enter__()
+    return server
 
 
 def load_average() -> str:
