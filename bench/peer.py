@@ -50,7 +50,7 @@ os.environ.setdefault("DJANGO_SECRET_KEY", "benchmark-secret-key")
 
 from bench.common import create_database, drop_database, machine_report, manage, table  # noqa: E402
 from bench.server import ADMIN_KEY, Client, Gunicorn  # noqa: E402
-from bench.serving_models import MODELS, load_average, start_model  # noqa: E402
+from bench.serving_models import MODELS, known, load_average, start_model  # noqa: E402
 
 DATABASE = "srv_bench_peer"
 BASE = "/api/messaging/sessions"
@@ -313,7 +313,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.smoke:
         args.seconds, args.no_peer = 2.0, True
     models = [name for name in args.models.split(",") if name]
-    unknown = set(models) - set(MODELS)
+    unknown = {name for name in models if not known(name)}
     if unknown:
         parser.error(f"unknown models {sorted(unknown)}; known: {sorted(MODELS)}")
     if not shutil.which("wrk"):
@@ -405,7 +405,7 @@ def main(argv: list[str] | None = None) -> None:
             ])
     print()
     print(table(
-        ["scenario", "server", "req/s", "p50 ms", "p99 ms", "errors", "peak RSS MiB", "processes",
+        ["scenario", "server", "req/s", "p50 ms", "p99 ms", "errors", "peak RSS MiB", "workers",
          "÷ elizaOS"],
         rows,
     ))

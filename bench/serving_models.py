@@ -3,6 +3,8 @@
 - ``asgi-threads`` (what ``make run`` serves): gunicorn's ASGI worker
   (``messaging_project.serving.Worker``), the WSGI application on
   ``GUNICORN_THREADS`` view threads per process (``ThreadedWSGI``);
+- ``asgi-threads-asyncio``, ``asgi-threads-uvloop``: the same with the
+  standard library's event loop or uvloop's;
 - ``uvicorn``: the same application under uvicorn's worker (``uvicorn-worker``,
   uvloop and httptools);
 - ``django-asgi``: gunicorn's stock ASGI worker and Django's own ASGI handler
@@ -14,6 +16,9 @@
 Every model serves ``bench/waiting_app.py``: the project plus
 ``GET /bench/wait``, a request that waits for a PostgreSQL notification, as a
 coroutine where the model has an event loop and on a thread where it has not.
+
+A name may end in ``@WxT`` for W worker processes of T threads each
+(``asgi-threads@3x4``); otherwise the model's own count or gunicorn.conf.py's.
 """
 
 import os
@@ -25,6 +30,14 @@ CORES = os.cpu_count() or 1
 
 MODELS = {
     "asgi-threads": {"app": "bench.waiting_app:asgi_application", "args": ()},
+    "asgi-threads-asyncio": {
+        "app": "bench.waiting_app:asgi_application",
+        "args": ("--asgi-loop", "asyncio"),
+    },
+    "asgi-threads-uvloop": {
+        "app": "bench.waiting_app:asgi_application",
+        "args": ("--asgi-loop", "uvloop"),
+    },
     "uvicorn": {
         "app": "bench.waiting_app:asgi_application",
         "args": ("--worker-class", "uvicorn_worker.UvicornWorker"),
@@ -62,10 +75,15 @@ def start_model(
     app: str | None = None,
 ) -> Gunicorn:
     """The project under the serving model ``name``, to start with ``with``."""
+    name, _, counts = name.partition("@")
     model = MODELS[name]
+    threads = None
+    if counts:
+        workers, threads = (int(count) for count in counts.split("x"))
     server = Gunicorn(
         database_url=database_url,
         workers=workers or model.get("workers") or default_workers(),
+        threads=threads,
         port=port,
         app=app or model["app"],
         extra_args=model["args"],
@@ -76,3 +94,11 @@ def start_model(
 
 def load_average() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+def known(name: str) -> bool:
+    """Whether ``name`` (with or without ``@WxT``) is a model here."""
+    base, _, counts = name.partition("@")
+    if base not in MODELS:
+        return False
+    return not counts or all(part.isdigit() for part in counts.split("x")) and counts.count("x") == 1

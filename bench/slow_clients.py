@@ -44,7 +44,7 @@ import psycopg  # noqa: E402
 
 from bench.common import create_database, drop_database, machine_report, manage, percentile, table  # noqa: E402
 from bench.server import ADMIN_KEY, Client  # noqa: E402
-from bench.serving_models import MODELS, load_average, start_model  # noqa: E402
+from bench.serving_models import MODELS, known, load_average, start_model  # noqa: E402
 
 DATABASE = "srv_bench_slow"
 BASE = "/api/messaging/sessions"
@@ -246,7 +246,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.smoke:
         args.clients, args.samples, args.budget = 20, 5, 10.0
     models = [name for name in args.models.split(",") if name]
-    unknown = set(models) - set(MODELS)
+    unknown = {name for name in models if not known(name)}
     if unknown:
         parser.error(f"unknown models {sorted(unknown)}; known: {sorted(MODELS)}")
 
