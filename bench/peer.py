@@ -140,8 +140,13 @@ class Peer:
         return self
 
     def __exit__(self, *exc) -> None:
+        # The router's own SIGTERM handler keeps the process alive: SIGKILL after a moment.
         self.process.terminate()
-        self.process.wait(timeout=10)
+        try:
+            self.process.wait(timeout=3)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=10)
 
     def rss_mib(self) -> float:
         try:
@@ -242,7 +247,7 @@ def wrk(port: int, script: Path, seconds: float, connections: int) -> dict:
          f"http://127.0.0.1:{port}"],
         capture_output=True, text=True, timeout=seconds + 60, check=True,
     )
-    figures = {"rps": 0.0, "p50": float("nan"), "p99": float("nan"), "errors": 0}
+    figures = {"rps": 0.0, "p50": float("nan"), "p99": float("nan"), "errors": 0, "timeouts": 0}
     for line in result.stdout.splitlines():
         words = line.split()
         if line.startswith("Requests/sec:"):
@@ -254,7 +259,10 @@ def wrk(port: int, script: Path, seconds: float, connections: int) -> dict:
         elif "Non-2xx" in line:
             figures["errors"] += int(words[-1])
         elif line.strip().startswith("Socket errors:"):
-            figures["errors"] += sum(int(part.split()[-1]) for part in line.split(":", 1)[1].split(","))
+            # connect, read, write: errors; timeout: no answer within wrk's 2 s.
+            for part in line.split(":", 1)[1].split(","):
+                kind, count = part.split()
+                figures["timeouts" if kind == "timeout" else "errors"] += int(count)
     return figures
 
 
@@ -307,6 +315,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--models", default="", help="other serving models, comma-separated")
     parser.add_argument("--no-peer", action="store_true", help="leave elizaOS out")
+    parser.add_argument("--no-floor", action="store_true", help="leave the floor out")
     parser.add_argument("--chart", help="write a PNG chart of req/s here")
     parser.add_argument("--smoke", action="store_true", help="2 s per run, no elizaOS")
     args = parser.parse_args(argv)
@@ -348,13 +357,14 @@ def main(argv: list[str] | None = None) -> None:
             ).__enter__()
             with_stack.append(project)
             targets.append({"name": "project", "server": project, "port": project.port})
-            floor = Gunicorn(
-                database_url=url, workers=project.workers, port=next(PORTS),
-                app="bench.floor_hot_paths:asgi_application",
-                env={"FLOOR_DATABASE_URL": url, "FLOOR_OPERATIONS": str(operations)},
-            ).__enter__()
-            with_stack.append(floor)
-            targets.append({"name": "floor (same SQL)", "server": floor, "port": floor.port})
+            if not args.no_floor:
+                floor = Gunicorn(
+                    database_url=url, workers=project.workers, port=next(PORTS),
+                    app="bench.floor_hot_paths:asgi_application",
+                    env={"FLOOR_DATABASE_URL": url, "FLOOR_OPERATIONS": str(operations)},
+                ).__enter__()
+                with_stack.append(floor)
+                targets.append({"name": "floor (same SQL)", "server": floor, "port": floor.port})
             for name in models:
                 server = start_model(name, database_url=url, port=next(PORTS)).__enter__()
                 with_stack.append(server)
@@ -376,6 +386,7 @@ def main(argv: list[str] | None = None) -> None:
                             f"  round {round_number} {scenario:9} {target['name']:28} "
                             f"{figures['rps']:8,.0f} req/s  p50 {figures['p50']:6.1f} ms  "
                             f"p99 {figures['p99']:6.1f} ms  errors {figures['errors']}  "
+                            f"timeouts {figures['timeouts']}  "
                             f"load {figures['load']}",
                             flush=True,
                         )
@@ -400,12 +411,12 @@ def main(argv: list[str] | None = None) -> None:
                 scenario, target["name"], _span(rates, "{:,.0f}"),
                 _span([run["p50"] for run in runs], "{:.1f}"),
                 _span([run["p99"] for run in runs], "{:.1f}"),
-                sum(run["errors"] for run in runs),
+                f"{sum(run['errors'] for run in runs)} / {sum(run['timeouts'] for run in runs)}",
                 f"{max(run['rss'] for run in runs):.0f}", target["workers"], ratio,
             ])
     print()
     print(table(
-        ["scenario", "server", "req/s", "p50 ms", "p99 ms", "errors", "peak RSS MiB", "workers",
+        ["scenario", "server", "req/s", "p50 ms", "p99 ms", "errors / timeouts", "peak RSS MiB", "workers",
          "÷ elizaOS"],
         rows,
     ))

@@ -8,7 +8,8 @@
 - ``uvicorn``: the same application under uvicorn's worker (``uvicorn-worker``,
   uvloop and httptools);
 - ``django-asgi``: gunicorn's stock ASGI worker and Django's own ASGI handler
-  (each sync view is run by ``sync_to_async``);
+  (each sync view is run by ``sync_to_async``, on a thread of its request's
+  own, with a database connection of its own, closed at its end);
 - ``gthread``: gunicorn's threaded WSGI worker, 8 threads per process;
 - ``sync``: gunicorn's sync worker, one request per process, 2 × cores + 1
   processes (the model before this one).
@@ -45,6 +46,9 @@ MODELS = {
     "django-asgi": {
         "app": "bench.waiting_app:django_asgi_application",
         "args": ("--worker-class", "asgi"),
+        # Each request runs in a context of its own there, so a kept connection is
+        # never reused, only left open: close each one at the end of its request.
+        "env": {"DATABASE_CONN_MAX_AGE": "0"},
     },
     "gthread": {
         "app": "bench.waiting_app:wsgi_application",
@@ -87,7 +91,7 @@ def start_model(
         port=port,
         app=app or model["app"],
         extra_args=model["args"],
-        env=env,
+        env={**model.get("env", {}), **(env or {})},
     )
     return server
 

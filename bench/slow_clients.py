@@ -19,7 +19,10 @@ database, three phases in turn:
 3. **waiting**: ``--clients`` requests to ``GET /bench/wait?seconds=60`` are
    held open (the stand-in for replies and long polls that wait for an agent:
    a PostgreSQL ``LISTEN`` per process), health and get are timed again; then
-   one ``NOTIFY`` wakes them and the time until each answered is measured.
+   one ``NOTIFY`` wakes them and the time until each answered is measured;
+4. **stalls**: alone, one request of each kind stops sending (headers that
+   never end, a body short of its ``Content-Length``, a body sent a byte a
+   second): what the server answers, and when (``--stall-wait``, 35 s, at most).
 
 A request that gets no answer within ``--timeout`` seconds counts as that
 long and as a failure. The ratios are each phase's p50 over the idle p50: the
@@ -167,6 +170,55 @@ class Crowd:
             results.append((time.monotonic(), b""))
 
 
+STALLS = {
+    "headers never end": lambda head, body: head[:40],
+    "body short of its length": lambda head, body: head + body,
+    "body a byte a second": None,
+}
+
+
+async def stalled_request(port: int, kind: str, give_up: float) -> str:
+    """Send one request that stalls; return what the server answered and when."""
+    body = b'{"agentId": "6f1c2a8e-2b1c-4c55-9a0e-2f7c7d1c0a11"}'
+    head = (
+        f"POST {BASE} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        f"X-API-KEY: {ADMIN_KEY}\r\nContent-Length: 200\r\n\r\n"
+    ).encode()
+    started = time.monotonic()
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    make = STALLS[kind]
+    writer.write(make(head, body) if make else head)
+    received = b""
+    try:
+        position = 0
+        while time.monotonic() - started < give_up:
+            if make is None:
+                writer.write(body[position % len(body) : position % len(body) + 1])
+                position += 1
+            try:
+                chunk = await asyncio.wait_for(reader.read(65536), 1.0)
+            except TimeoutError:
+                continue
+            received += chunk
+            if not chunk:
+                break
+    except OSError:
+        pass
+    finally:
+        writer.close()
+    elapsed = time.monotonic() - started
+    if received.startswith(b"HTTP/"):
+        return f"{received.split(b' ', 2)[1].decode()} after {elapsed:.1f} s"
+    if elapsed < give_up:
+        return f"closed after {elapsed:.1f} s"
+    return f"nothing in {give_up:.0f} s"
+
+
+async def stalls(port: int, give_up: float) -> str:
+    answers = await asyncio.gather(*(stalled_request(port, kind, give_up) for kind in STALLS))
+    return "; ".join(f"{kind}: {answer}" for kind, answer in zip(STALLS, answers, strict=True))
+
+
 def summarize(phase: dict) -> dict:
     return {
         name: statistics.median(phase[name]) * 1000 if phase[name] else float("nan")
@@ -209,6 +261,8 @@ def run_model(name: str, args, database_url: str, session_ids: dict) -> list:
             time.sleep(0.05)
         crowd.stop()
         woken = [at - woken_at for at, received in waits if b'"woken": true' in received]
+        # Last, alone: what one stalled request of each kind gets (it may hold a worker).
+        stalled = asyncio.run(stalls(server.port, args.stall_wait))
 
     idle_p50, slow_p50, waiting_p50 = summarize(idle), summarize(slow), summarize(waiting)
     wake = (
@@ -227,6 +281,7 @@ def run_model(name: str, args, database_url: str, session_ids: dict) -> list:
         f"{waiting_p50['health'] / idle_p50['health']:.2f}× / {waiting_p50['get'] / idle_p50['get']:.2f}×",
         f"{waiting['failures']}",
         wake,
+        stalled,
         load_average(),
     ]
 
@@ -240,11 +295,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--timeout", type=float, default=5.0, help="seconds a timed request may take")
     parser.add_argument("--pace", type=float, default=0.25, help="seconds between timed pairs")
     parser.add_argument("--budget", type=float, default=30.0, help="seconds a phase's sampling may take")
+    parser.add_argument("--stall-wait", type=float, default=35.0,
+                        help="seconds to wait for the answer to one stalled request")
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--smoke", action="store_true")
     args = parser.parse_args(argv)
     if args.smoke:
-        args.clients, args.samples, args.budget = 20, 5, 10.0
+        args.clients, args.samples, args.budget, args.stall_wait = 20, 5, 10.0, 8.0
     models = [name for name in args.models.split(",") if name]
     unknown = {name for name in models if not known(name)}
     if unknown:
@@ -268,7 +325,8 @@ def main(argv: list[str] | None = None) -> None:
         [
             "model", "idle p50 ms (health / get)", f"{args.clients} slow: p50 ms", "slow ÷ idle",
             "failures", "what the slow clients got", f"{args.clients} waiting: p50 ms",
-            "waiting ÷ idle", "failures", "woken by one NOTIFY", "load average",
+            "waiting ÷ idle", "failures", "woken by one NOTIFY", "one stalled request gets",
+            "load average",
         ],
         rows,
     ))
