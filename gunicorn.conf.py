@@ -63,7 +63,9 @@ max_requests_jitter = max_requests // 10
 # Request-line and header limits stay at gunicorn's defaults (4094 bytes,
 # 100 fields of 8190 bytes); bodies are capped at 1 MB by the application.
 # What gunicorn refuses itself (those limits, a malformed request line or
-# header) is answered in the API's JSON envelope instead of gunicorn's HTML.
+# header, a request not whole in time) is answered in the API's JSON envelope:
+# by messaging_project.serving.Protocol under the ASGI worker, and by this
+# under gunicorn's WSGI workers (the benchmarks' other serving models).
 
 
 def _write_error_envelope(sock, status_int, reason, mesg):
