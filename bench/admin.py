@@ -6,7 +6,7 @@
 
 The sessions are seeded (``manage.py seed_sessions``, 20% expired) into a
 scratch PostgreSQL database, which is vacuumed and analysed. Two gunicorn
-servers (the project's ``gunicorn.conf.py``, 2 sync workers each) serve it at
+servers (the project's ``gunicorn.conf.py``, 2 workers each) serve it at
 once: one with ``SESSIONS_ADMIN_SUMMARY_CACHE_SECONDS=0`` (every page counts
 the whole table for its summary) and one with the default (the summary is
 reused for 10 s). A staff user signs in through the admin's login form on each,
@@ -193,7 +193,7 @@ def main(argv: list[str] | None = None) -> None:
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute("VACUUM ANALYZE")
         print(
-            f"seeded {args.seed:,} sessions; two gunicorn servers, {WORKERS} sync workers each; "
+            f"seeded {args.seed:,} sessions; two gunicorn servers, {WORKERS} workers each; "
             f"{args.requests} requests per page and server, alternating\n"
         )
         targets = pages(url)

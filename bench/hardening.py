@@ -176,7 +176,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         manage("migrate", "--noinput", database_url=url)
         with Gunicorn(database_url=url, workers=WORKERS) as server:
-            print(f"gunicorn: {WORKERS} sync workers, lock timeout 2 s (gunicorn.conf.py)\n")
+            print(f"gunicorn: {WORKERS} workers, lock timeout 2 s (gunicorn.conf.py)\n")
             rows = [
                 unknown_keys(server.port),
                 read_during_flood(server.port, args.seconds),

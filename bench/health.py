@@ -6,7 +6,7 @@
 
 ``/sessions/health`` needs no credentials and is never rate limited (load
 balancers probe it), and its counts read the whole table. This runs gunicorn
-(the project's ``gunicorn.conf.py``, 5 sync workers) twice on one seeded
+(the project's ``gunicorn.conf.py``, its workers) twice on one seeded
 PostgreSQL database: with ``SESSIONS_HEALTH_CACHE_MS=0`` (every check counts
 the table) and with the default (a healthy answer is reused for 1 s per
 process). Each time, ``--clients`` threads send health checks back to back for
@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> None:
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute("VACUUM ANALYZE")
         print(
-            f"seeded {args.seed:,} sessions; gunicorn: {WORKERS} sync workers; "
+            f"seeded {args.seed:,} sessions; gunicorn: {WORKERS} workers; "
             f"{args.clients} health clients and 1 reader, {args.seconds:g} s per run\n"
         )
         rows = [

@@ -375,7 +375,7 @@ def main(argv: list[str] | None = None) -> None:
         "--threads",
         type=int,
         default=1,
-        help="Threads per worker (default 1: sync workers; more: gthread, which keeps connections).",
+        help="View threads per worker (GUNICORN_THREADS; default 1: one request at a time each).",
     )
     parser.add_argument("--smoke", action="store_true", help="5,000 sessions, 10 requests.")
     parser.add_argument("--profile", action="store_true", help="cProfile each scenario in process.")
@@ -391,9 +391,7 @@ def main(argv: list[str] | None = None) -> None:
 
     if args.workers < 1 or args.threads < 1 or requests < 1:
         parser.error("--workers, --threads and --requests must be at least 1")
-    worker_kind = (
-        "sync workers" if args.threads == 1 else f"gthread workers with {args.threads} threads"
-    )
+    worker_kind = f"workers with {args.threads} view thread{'s' if args.threads > 1 else ''} each"
     print(machine_report())
     print(
         f"gunicorn: {args.workers} {worker_kind}; {requests} timed requests per scenario; "

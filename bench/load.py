@@ -6,8 +6,8 @@
 
 A scratch database is seeded with ``--seed`` sessions (``manage.py
 seed_sessions``) so the list has a realistic table behind it. gunicorn runs
-with the project's ``gunicorn.conf.py`` (sync workers; ``--workers`` or its
-default of 2 × cores + 1). For each operation in turn, ``--clients`` threads
+with the project's ``gunicorn.conf.py`` (its ASGI worker and view threads;
+``--workers`` or its default of one per core). For each operation in turn, ``--clients`` threads
 send requests back to back for ``--seconds`` (or until ``--max-requests``),
 each on its own connection:
 
@@ -48,6 +48,7 @@ from bench.common import (  # noqa: E402
     table,
 )
 from bench.server import Client, Gunicorn  # noqa: E402
+from messaging_project.serving import default_workers, view_threads  # noqa: E402
 
 DATABASE = "sa_hard_bench_load"
 BASE = "/api/messaging/sessions"
@@ -157,7 +158,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.smoke:
         args.clients, args.seconds, args.seed = 2, 1.0, 2_000
-    workers = args.workers or 2 * (os.cpu_count() or 1) + 1
+    workers = args.workers or default_workers()
 
     print(machine_report())
     print(f"load average before: {load_average()}")
@@ -167,7 +168,7 @@ def main(argv: list[str] | None = None) -> None:
         manage("migrate", "--noinput", database_url=url)
         manage("seed_sessions", "--count", str(args.seed), database_url=url)
         print(
-            f"seeded {args.seed:,} sessions; gunicorn: {workers} sync workers, 1 thread each; "
+            f"seeded {args.seed:,} sessions; gunicorn: {workers} workers, {view_threads()} view threads each; "
             f"{args.clients} client threads, {args.seconds:g} s per operation"
         )
         created: list[str] = []

@@ -10,7 +10,7 @@ ADMIN_KEY = "benchmark-admin-key-0123456789"
 
 
 class Client:
-    """One HTTP/1.1 connection, reopened when the server closes it (gunicorn's sync workers do)."""
+    """One HTTP/1.1 connection, reopened when the server closes it."""
 
     def __init__(self, port: int, headers: dict | None = None):
         self.port = port
