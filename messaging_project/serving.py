@@ -6,7 +6,7 @@ requests, costs a few kilobytes and no thread. Once a request has arrived whole,
 ``ThreadedWSGI`` runs the project's ordinary WSGI application (sync views,
 middleware and ORM, exactly as under a WSGI server) on a small pool of threads
 that each keep their database connection. A request that is not whole within
-``SESSIONS_REQUEST_READ_TIMEOUT_SECONDS`` is answered 408 by ``Protocol``.
+``GUNICORN_READ_TIMEOUT`` seconds of its first byte is answered 408 by ``Protocol``.
 
 Requests that wait for something (a long poll, a stream) belong on the event
 loop instead, as coroutines: ``ThreadedWSGI`` hands the paths it is given to an
@@ -15,7 +15,6 @@ ASGI application of their own, so waiting never occupies one of the threads.
 
 import asyncio
 import io
-import logging
 import os
 import sys
 from collections.abc import Awaitable, Callable
@@ -25,8 +24,6 @@ from gunicorn.asgi import protocol as _gunicorn_protocol
 from gunicorn.workers import gasgi as _gunicorn_asgi
 
 from messaging_project.env import env_int
-
-logger = logging.getLogger(__name__)
 
 Scope = dict
 Receive = Callable[[], Awaitable[dict]]
