@@ -12,10 +12,6 @@ os.environ.setdefault("SESSIONS_AUTH_FAILURE_RATE", "off")
 # In-process tests read health on the test's own connection (its uncommitted rows,
 # its query count); the real-server outage tests check the deadline.
 os.environ.setdefault("SESSIONS_HEALTH_TIMEOUT_MS", "0")
-# ... and see every change at once (tests/test_health_probe.py turns reuse on).
-os.environ.setdefault("SESSIONS_HEALTH_CACHE_MS", "0")
-# The admin summary too (tests/test_admin.py turns reuse on where it is tested).
-os.environ.setdefault("SESSIONS_ADMIN_SUMMARY_CACHE_SECONDS", "0")
 
 from messaging_project.settings import *  # noqa: E402,F403
 

@@ -1,21 +1,21 @@
 """The Django admin for sessions: browse, filter and act on them at a million rows (SPEC §4).
 
 Every derived value on a page (status, time remaining) comes from one clock
-reading stored on the request; the summary counts come from that reading too,
-or from a summary at most ``SESSIONS_ADMIN_SUMMARY_CACHE_SECONDS`` old. Writes
-go through ``sessions_admin.services``; the admin never saves a session form.
+reading stored on the request, and so do the summary and the list's count: both
+from one query on the counts (``sessions_admin.counts``), exact at that instant
+whatever the number of sessions. Writes go through ``sessions_admin.services``;
+the admin never saves a session form.
 """
 
-import dataclasses
 import json
 import logging
 import math
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin.actions import delete_selected as django_delete_selected
 from django.contrib.admin.exceptions import DisallowedModelAdminLookup
@@ -33,7 +33,6 @@ from django.contrib.admin.views.main import (
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.contrib.contenttypes.views import shortcut
-from django.core.cache import cache
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import EmptyPage, Paginator
 from django.db import transaction
@@ -46,10 +45,9 @@ from django.utils.functional import SimpleLazyObject, cached_property
 from django.utils.html import format_html
 from django.views.decorators.http import require_POST
 
-from sessions_admin import policy, services
-from sessions_admin.cache_guard import CacheUnavailable, cache_in_use
+from sessions_admin import counts, policy, services
 from sessions_admin.exceptions import SessionExpired, SessionNotFound, SessionRenewalFailed
-from sessions_admin.models import Session
+from sessions_admin.models import Session, SessionQuerySet
 from sessions_admin.throttling import SignInFailures
 
 logger = logging.getLogger(__name__)
@@ -62,10 +60,6 @@ LISTED_ROWS_LIMIT = 10_000
 
 _NOW_ATTR = "sessions_admin_now"
 _ROW_NOW_ATTR = "_admin_now"
-# The summary shared through the cache, and the operator's session key that
-# holds when they last changed something: no summary older than that is theirs.
-_SUMMARY_CACHE_KEY = "admin:session-summary:v1"
-_CHANGED_AT = "sessions_admin_changed_at"
 
 # Why a selected session was not renewed, by the error its own renewal would raise.
 RENEWAL_REFUSALS = {
@@ -115,45 +109,14 @@ class SessionSummary:
     expired: int
 
     @classmethod
-    def at(cls, now: datetime) -> "SessionSummary":
-        counts = Session.objects.stats(now, near_expiration=True)
+    def of(cls, now: datetime, tally: counts.Tally) -> "SessionSummary":
         return cls(
             now=now,
-            total=counts["total"],
-            active=counts["active"],
-            near_expiration=counts["near_expiration"],
-            expired=counts["expired"],
+            total=tally.total,
+            active=tally.active,
+            near_expiration=tally.near_expiration,
+            expired=tally.expired,
         )
-
-    @classmethod
-    def recent(cls, now: datetime, *, taken_after: datetime | None = None) -> "SessionSummary":
-        """Return the summary at ``now``, or one at most ``SESSIONS_ADMIN_SUMMARY_CACHE_SECONDS`` old.
-
-        The counts read the whole table (about 0.15 s at a million sessions),
-        so every page of the list would pay for them without reuse. The
-        summary is kept in the default cache: shared by every worker when
-        ``REDIS_URL`` is set, per process otherwise. A cached summary taken at
-        or before ``taken_after`` is counted anew (and the new counts shared).
-        A cache that fails is logged and counted around.
-        """
-        seconds = settings.SESSIONS_ADMIN_SUMMARY_CACHE_SECONDS
-        if not seconds:
-            return cls.at(now)
-        try:
-            with cache_in_use("Could not read the admin summary", logger):
-                cached = cache.get(_SUMMARY_CACHE_KEY)
-        except CacheUnavailable:
-            cached = None
-        if isinstance(cached, dict) and cached.keys() == _SUMMARY_FIELDS:
-            if taken_after is None or cached["now"] > taken_after:
-                return cls(**cached)
-        summary = cls.at(now)
-        try:
-            with cache_in_use("Could not store the admin summary", logger):
-                cache.set(_SUMMARY_CACHE_KEY, dataclasses.asdict(summary), timeout=seconds)
-        except CacheUnavailable:
-            pass
-        return summary
 
     @property
     def active_not_near(self) -> int:
@@ -200,31 +163,35 @@ class SessionSummary:
         ]
 
 
-# What a cached summary must hold: anything else (a summary of another
-# version, say) is counted afresh.
-_SUMMARY_FIELDS = {field.name for field in dataclasses.fields(SessionSummary)}
-
-
 class SessionPaginator(Paginator):
-    """A paginator that never counts a large result exactly.
+    """A paginator that never reads a large result to count it, nor pages deep into it.
 
-    At most ``count_limit + 1`` rows are counted, through an index when the
-    filter has one, and paging stops at ``count_limit`` rows, so no page costs
-    a deep ``OFFSET``. (The exact whole-store counts are the summary's.)
+    ``exact_count`` gives the count when the counts can answer it (status,
+    auto-renew and id search; see ``SessionAdmin.list_counts``). Otherwise (a
+    creation-date range) at most ``count_limit + 1`` rows are counted, through
+    an index when the filter has one. Paging stops at ``count_limit`` rows
+    either way, so no page costs a deep ``OFFSET``.
     """
 
     def __init__(self, object_list, per_page, orphans=0, allow_empty_first_page=True, *,
-                 count_limit: int = LISTED_ROWS_LIMIT):
+                 count_limit: int = LISTED_ROWS_LIMIT,
+                 exact_count: Callable[[], int | None] | None = None):
         super().__init__(object_list, per_page, orphans, allow_empty_first_page)
         self.count_limit = count_limit
+        self.exact_count = exact_count
+        self._counted_exactly = False
 
     @cached_property
     def count(self) -> int:
+        exact = self.exact_count() if self.exact_count is not None else None
+        if exact is not None:
+            self._counted_exactly = True
+            return exact
         return self.object_list.order_by()[: self.count_limit + 1].count()
 
     @property
     def count_is_exact(self) -> bool:
-        return self.count <= self.count_limit
+        return self.count <= self.count_limit or self._counted_exactly
 
     @cached_property
     def num_pages(self) -> int:
@@ -327,6 +294,66 @@ class SessionChangeList(ChangeList):
         return ordering
 
 
+# The status filter's values, as conditions on the rows at an instant.
+_STATUS_Q = {
+    policy.STATUS_ACTIVE: SessionQuerySet.active_q,
+    policy.STATUS_NEAR_EXPIRATION: SessionQuerySet.near_expiration_q,
+    policy.STATUS_EXPIRED: SessionQuerySet.expired_q,
+}
+
+
+@dataclass(frozen=True)
+class _ListedScope:
+    """What the change list shows, as the counts can count it.
+
+    ``scope`` is None when they cannot (a creation-date range), or when
+    nothing can match (a search that is not an id: ``empty``). ``extra``
+    holds the rows a search finds by user or session id, counted apart.
+    """
+
+    scope: counts.Scope | None
+    status: str | None
+    extra: dict
+    empty: bool = False
+
+    @classmethod
+    def of(cls, request, now: datetime) -> "_ListedScope":
+        params = request.GET
+        status = params.get(StatusFilter.parameter_name)
+        auto_renew = {"yes": True, "no": False}.get(params.get(AutoRenewFilter.parameter_name))
+        if any(name.startswith("created_at__") for name in params):
+            return cls(None, status, {})
+        term = params.get(SEARCH_VAR, "").strip()
+        if not term:
+            return cls(counts.Scope(auto_renew=auto_renew), status, {})
+        try:
+            value = uuid.UUID(term)
+        except ValueError:
+            return cls(None, status, {}, empty=True)
+        # The agent's sessions from the counts; those this id finds as a
+        # user or a session id (and not as the agent), through their indexes.
+        others = Session.objects.filter(Q(user_id=value) | Q(pk=value)).exclude(agent_id=value)
+        if status in _STATUS_Q:
+            others = others.filter(_STATUS_Q[status](now))
+        if auto_renew is not None:
+            others = others.filter(auto_renew=auto_renew)
+        return cls(counts.Scope(agent_ids=(value,), auto_renew=auto_renew), status,
+                   {"others": others})
+
+    def count(self, tallies: dict, extra: dict) -> int | None:
+        if self.empty:
+            return 0
+        if self.scope is None:
+            return None
+        agent = counts.EVERY_AGENT if self.scope.agent_ids is None else self.scope.agent_ids[0]
+        tally = tallies.get(agent, counts.Tally(0, 0, 0))
+        if self.status == policy.STATUS_NEAR_EXPIRATION:
+            listed = tally.near_expiration
+        else:
+            listed = tally.matching(status=self.status)
+        return listed + extra.get("others", 0)
+
+
 class StatusFilter(admin.SimpleListFilter):
     """Active / near expiration / expired, by the request's one instant."""
 
@@ -363,7 +390,7 @@ class AutoRenewFilter(admin.SimpleListFilter):
 
     def queryset(self, request, queryset):
         if self.value() in ("yes", "no"):
-            return queryset.filter(timeout_config__auto_renew=self.value() == "yes")
+            return queryset.filter(auto_renew=self.value() == "yes")
         if self.value() is not None:
             raise RefusedFilterValue(self.parameter_name, self.value(), "is not yes or no")
         return queryset
@@ -704,34 +731,38 @@ class SessionAdmin(*ADMIN_GUARDS, admin.ModelAdmin):
             return queryset.none(), False
         return queryset.filter(Q(pk=value) | Q(agent_id=value) | Q(user_id=value)), False
 
+    def list_counts(self, request) -> tuple[SessionSummary, int | None]:
+        """The summary and the count of the listed sessions, from one query, once per request.
+
+        The count is ``None`` when only the rows can tell it: with a
+        creation-date range. Status and auto-renew filters are read from the
+        counts, and so is a search for an agent; the sessions a search finds
+        by user or session id (few) are counted through their indexes.
+        """
+        cached = getattr(request, "_sessions_admin_counts", None)
+        if cached is not None:
+            return cached
+        now = request_now(request)
+        listing = _ListedScope.of(request, now)
+        scopes = [counts.Scope()]
+        if listing.scope is not None:
+            scopes.append(listing.scope)
+        tallies, extra = counts.session_tallies(
+            now=now, scopes=scopes, near_expiration=True, extra=listing.extra
+        )
+        summary = SessionSummary.of(now, tallies[0][counts.EVERY_AGENT])
+        listed = listing.count(tallies[-1], extra)
+        request._sessions_admin_counts = (summary, listed)
+        return summary, listed
+
     def _summary(self, request) -> SessionSummary:
-        summary = getattr(request, "_sessions_admin_summary", None)
-        if summary is None:
-            summary = SessionSummary.recent(
-                request_now(request), taken_after=self._changed_at(request)
-            )
-            request._sessions_admin_summary = summary
-        return summary
+        return self.list_counts(request)[0]
 
     def get_paginator(self, request, queryset, per_page, orphans=0, allow_empty_first_page=True):
         return self.paginator(
-            queryset, per_page, orphans, allow_empty_first_page, count_limit=LISTED_ROWS_LIMIT
+            queryset, per_page, orphans, allow_empty_first_page, count_limit=LISTED_ROWS_LIMIT,
+            exact_count=lambda: self.list_counts(request)[1],
         )
-
-    @staticmethod
-    def _summary_changed(request) -> None:
-        # Kept in the operator's session, so that no worker shows them a
-        # summary from before their change (each keeps its own without Redis).
-        # Called once the change has committed: a summary counted while it was
-        # under way would otherwise pass for one counted after it.
-        request.session[_CHANGED_AT] = policy.clock().isoformat()
-
-    @staticmethod
-    def _changed_at(request) -> datetime | None:
-        try:
-            return datetime.fromisoformat(request.session[_CHANGED_AT])
-        except (KeyError, TypeError, ValueError):
-            return None
 
     def changelist_view(self, request, extra_context=None):
         request_now(request)
@@ -884,8 +915,6 @@ class SessionAdmin(*ADMIN_GUARDS, admin.ModelAdmin):
         with transaction.atomic():
             renewed, refused, _ = services.session_renew_many(session_ids=session_ids)
             self._log_changes(request, renewed, "Renewed from the admin.")
-        if renewed:
-            self._summary_changed(request)
         reasons = {RENEWAL_REFUSALS[error]: count for error, count in refused.items()}
         return renewed, Counter(reasons)
 
@@ -917,8 +946,6 @@ class SessionAdmin(*ADMIN_GUARDS, admin.ModelAdmin):
                 session_ids=[s.pk for s in sessions]
             )
             self._log_changes(request, ended, f"Expired now ({policy.format_datetime(now)}).")
-        if ended:
-            self._summary_changed(request)
         level = messages.SUCCESS if ended else messages.WARNING
         message = f"Expired {self._sessions_phrase(len(ended))}."
         if already_expired:
@@ -941,7 +968,6 @@ class SessionAdmin(*ADMIN_GUARDS, admin.ModelAdmin):
         if not deleted:  # a second submit of the confirmation, say
             self.message_user(request, "No session was deleted.", messages.WARNING)
             return None
-        self._summary_changed(request)
         self.message_user(request, f"Deleted {self._sessions_phrase(deleted)}.", messages.SUCCESS)
         return None
 
@@ -966,15 +992,6 @@ class SessionAdmin(*ADMIN_GUARDS, admin.ModelAdmin):
 
     def delete_queryset(self, request, queryset):
         services.session_delete_many(session_ids=queryset.values_list("pk", flat=True))
-        self._summary_changed(request)
-
-    def delete_view(self, request, object_id, extra_context=None):
-        response = super().delete_view(request, object_id, extra_context)
-        if request.method == "POST":
-            # After Django's transaction around the deletion has committed: a
-            # summary counted before then must not pass for one counted after.
-            self._summary_changed(request)
-        return response
 
     # -- The session page's own buttons: renew or expire this session.
 

@@ -14,12 +14,12 @@ checks are not authenticated or rate limited, so without this a flood of them
 against a slow database would pile up one thread and one connection attempt
 per request, each lingering past its deadline.
 
-A healthy answer is reused for ``SESSIONS_HEALTH_CACHE_MS`` (1 s by default, per
-process), with the timestamp of the instant it counted at: the counts read the
-whole table, about 0.1 s of database time at a million sessions, and nothing
-else stops an unauthenticated flood of health checks from keeping the database
-busy counting. Failures are never reused, so a database that comes back is seen
-by the next request.
+The counts come from the counts table (``sessions_admin.counts``): one small
+indexed query, whatever the number of sessions, exact at the answer's instant.
+A healthy answer may be reused for ``SESSIONS_HEALTH_CACHE_MS`` per process
+(0, never, by default), with the timestamp of the instant it counted at.
+Failures are never reused, so a database that comes back is seen by the next
+request.
 """
 
 import threading

@@ -4,7 +4,7 @@ import uuid
 from datetime import datetime
 
 from django.db import models
-from django.db.models import Count, F, Func, Q, Value
+from django.db.models import Count, F, Q
 
 from sessions_admin import policy
 
@@ -77,44 +77,6 @@ class TimeoutConfig(models.Model):
         return config
 
 
-class PlusMinutes(Func):
-    """``instant + minutes`` where ``minutes`` is an integer column, on PostgreSQL and SQLite.
-
-    Django cannot multiply an integer column by a duration on SQLite, and its
-    own date arithmetic there is a Python function called once a row (about
-    2 s for the near-expiration count at a million sessions). Adding whole
-    minutes leaves the fraction of a second as it is, so the SQLite form adds
-    them to the instant's whole seconds with SQLite's own ``datetime()`` and
-    appends the fraction: the result is text in the format SQLite stores
-    datetimes in (``YYYY-MM-DD HH:MM:SS[.ffffff]``), so comparisons with stored
-    values stay exact.
-    """
-
-    output_field = models.DateTimeField()
-
-    def __init__(self, instant: datetime, minutes_column: str):
-        super().__init__(Value(instant, output_field=models.DateTimeField()), F(minutes_column))
-
-    def as_sql(self, compiler, connection, **extra_context):
-        return super().as_sql(
-            compiler, connection, template="(%(expressions)s)", arg_joiner=" + INTERVAL '1 minute' * ",
-            **extra_context,
-        )
-
-    def as_sqlite(self, compiler, connection, **extra_context):
-        instant, minutes = self.get_source_expressions()
-        text = connection.ops.adapt_datetimefield_value(instant.value)
-        seconds, dot, fraction = text.partition(".")
-        minutes_sql, minutes_params = compiler.compile(minutes)
-        sql = f"(datetime(%s, ({minutes_sql} * 60) || ' seconds') || %s)"
-        return sql, (seconds, *minutes_params, dot + fraction)
-
-
-def _warning_starts_at(now: datetime):
-    """SQL expression for ``now + warning_threshold_minutes`` of each row's config."""
-    return PlusMinutes(now, "timeout_config__warning_threshold_minutes")
-
-
 class SessionQuerySet(models.QuerySet):
     """The query vocabulary for sessions; the boundary rule is written only here."""
 
@@ -129,9 +91,10 @@ class SessionQuerySet(models.QuerySet):
     @staticmethod
     def near_expiration_q(now: datetime) -> Q:
         # In whole milliseconds, as policy.is_near_expiration counts them: at
-        # least 1 ms left, and at most the threshold (below threshold + 1 ms).
+        # least 1 ms left, and at most the threshold (below threshold + 1 ms),
+        # that is, the warning window began before now + 1 ms.
         soon = now + policy.ONE_MS
-        return Q(expires_at__gte=soon) & Q(expires_at__lt=_warning_starts_at(soon))
+        return Q(expires_at__gte=soon) & Q(warns_at__lt=soon)
 
     def active(self, now: datetime):
         return self.filter(self.active_q(now))
@@ -143,7 +106,10 @@ class SessionQuerySet(models.QuerySet):
         return self.filter(self.near_expiration_q(now))
 
     def stats(self, now: datetime, *, matching: Q | None = None, near_expiration: bool = False) -> dict:
-        """Count the sessions in one aggregate query (``COUNT(*) FILTER (...)``).
+        """Count the sessions by reading every row, in one aggregate query (``COUNT(*) FILTER (...)``).
+
+        What ``sessions_admin.counts`` answers without reading the rows; used
+        where a clock is behind the counts' horizon, and as the truth in tests.
 
         Returns ``total``, ``active`` and ``expired`` (``total = active +
         expired``); with ``matching`` also the count of rows matching it, and
@@ -163,6 +129,9 @@ class SessionQuerySet(models.QuerySet):
         return counts
 
 
+_COPY_SOURCES = frozenset({"expires_at", "timeout_config", "timeout_config_id"})
+
+
 class Session(models.Model):
     """A conversation context between one user and one agent."""
 
@@ -173,6 +142,13 @@ class Session(models.Model):
     created_at = models.DateTimeField("created at")
     last_activity = models.DateTimeField("last activity")
     expires_at = models.DateTimeField("expires at")
+    # Copies of what the counts need from the timeout configuration, kept right
+    # by the database whatever writes the row (migration 0002); null only inside
+    # a statement that writes the row on SQLite. warns_at is expires_at minus the
+    # warning threshold: near expiration is "expires_at >= now + 1 ms and
+    # warns_at < now + 1 ms".
+    warns_at = models.DateTimeField("warning starts at", null=True, editable=False)
+    auto_renew = models.BooleanField("auto-renew", null=True, editable=False)
     renewal_count = models.PositiveIntegerField("renewal count", default=0)
     timeout_config = models.ForeignKey(
         TimeoutConfig,
@@ -194,6 +170,10 @@ class Session(models.Model):
             # Filters by agent or user, served in the default order.
             models.Index(fields=["agent_id", "last_activity"], name="session_agent_activity"),
             models.Index(fields=["user_id", "last_activity"], name="session_user_activity"),
+            # The counts' range counts inside the current second (sessions_admin.counts).
+            models.Index(fields=["warns_at"], name="session_warns"),
+            models.Index(fields=["agent_id", "expires_at"], name="session_agent_expires"),
+            models.Index(fields=["agent_id", "warns_at"], name="session_agent_warns"),
         ]
         constraints = [
             models.CheckConstraint(
@@ -207,6 +187,24 @@ class Session(models.Model):
 
     def __str__(self):
         return f"Session {self.session_id} (agent {self.agent_id}, user {self.user_id})"
+
+    def save(self, *args, **kwargs):
+        """Save, writing ``warns_at`` and ``auto_renew`` with the expiry or the configuration.
+
+        PostgreSQL sets them again in a trigger; SQLite cannot change a row in
+        a trigger before it is written, so the values written here are kept
+        (a trigger there corrects wrong ones afterwards).
+        """
+        update_fields = kwargs.get("update_fields")
+        if update_fields is None or not _COPY_SOURCES.isdisjoint(update_fields):
+            config = self.timeout_config
+            self.warns_at = policy.warning_starts_at(
+                self.expires_at, config.warning_threshold_minutes
+            )
+            self.auto_renew = config.auto_renew
+            if update_fields is not None:
+                kwargs["update_fields"] = {*update_fields, "warns_at", "auto_renew"}
+        super().save(*args, **kwargs)
 
     @property
     def timeout(self) -> policy.Timeout:
@@ -224,3 +222,37 @@ class Session(models.Model):
         return policy.status_of(
             self.expires_at, self.timeout_config.warning_threshold_minutes, now=now
         )
+
+
+class SessionCount(models.Model):
+    """One counter of the session counts (``sessions_admin.counts``; docs/COUNTS.md).
+
+    Written only by the database's triggers on the session table, read by the
+    counting queries. The table is created by the migrations rather than by
+    Django (``managed = False``): ``manage.py flush`` must leave it to the
+    triggers, which empty it with the sessions, instead of emptying it on its
+    own in between.
+    """
+
+    KIND_TOTAL, KIND_EXPIRY, KIND_WARNING, KIND_HORIZON = 0, 1, 2, 3
+
+    pk = models.CompositePrimaryKey("kind", "agent_id", "auto_renew", "level", "bucket", "stripe")
+    kind = models.SmallIntegerField()
+    # The nil UUID stands for "every agent".
+    agent_id = models.UUIDField()
+    auto_renew = models.BooleanField()
+    # 0: one second, 1: one minute, 2: one hour; 0 for totals.
+    level = models.SmallIntegerField()
+    # The bucket's start in epoch seconds divided by its width; 0 for totals.
+    bucket = models.BigIntegerField()
+    stripe = models.SmallIntegerField()
+    n = models.BigIntegerField()
+
+    class Meta:
+        managed = False
+        db_table = "sessions_admin_sessioncount"
+        verbose_name = "session count"
+        verbose_name_plural = "session counts"
+
+    def __str__(self):
+        return f"{self.pk}: {self.n}"

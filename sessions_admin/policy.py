@@ -74,6 +74,15 @@ def renewed_expiry(
     return candidate if candidate > expires_at else None
 
 
+def warning_starts_at(expires_at: datetime, warning_threshold_minutes: int) -> datetime:
+    """Return the instant a session enters its warning window: ``expiresAt - threshold``.
+
+    A session is near expiration at ``now`` when ``expiresAt >= now + 1 ms`` and this
+    instant is before ``now + 1 ms`` (``is_near_expiration`` in whole milliseconds).
+    """
+    return expires_at - timedelta(minutes=warning_threshold_minutes)
+
+
 def is_expired(expires_at: datetime, *, now: datetime) -> bool:
     """Expired once ``expires_at <= now``: the one boundary rule used everywhere."""
     return expires_at <= now

@@ -42,6 +42,11 @@ writer that ``get_or_create``d such a row just before it went fails on the
 deferred foreign key and tries again, up to ``CONFIG_PRUNED_ATTEMPTS`` times
 in all (``retry_if_config_pruned`` on ``services.session_create`` and
 ``services.session_update_timeout``).
+
+The session counts (``sessions_admin.counts``) follow each batch through the
+database's triggers. A pass first moves the counts' horizon to an hour before
+its clock, so that the rows it deletes, expired longer ago, change only the
+totals; it ends by deleting the counters no reader needs any more.
 """
 
 import functools
@@ -57,7 +62,7 @@ from django.db.models import Exists, OuterRef
 from django.db.models.sql import DeleteQuery
 from django.db.models.sql.constants import ROW_COUNT
 
-from sessions_admin import policy
+from sessions_admin import counts, policy
 from sessions_admin.exceptions import SessionWriteConflict
 from sessions_admin.models import Session, SessionQuerySet, TimeoutConfig
 
@@ -258,7 +263,8 @@ def session_prune_expired(
     pruner holds are its business), after ``max_rows`` rows, or when
     ``should_stop()`` turns true between batches. Unless ``prune_configs`` is
     false or the pass was stopped, timeout configurations no session uses any
-    more are deleted at the end, so that table cannot grow without bound.
+    more are deleted at the end, so that table cannot grow without bound; the
+    counters no reader needs go too (``counts.session_counts_clean``).
     """
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
@@ -274,14 +280,18 @@ def session_prune_expired(
     else:
         batches_source = _OrderedBatches(using)
     deleted = batches = 0
-    stopped = False
+    stopped = horizon_moved = False
     more = not batches_source.done()
     while more:
         if should_stop():
             stopped = True
             break
         limit = batch_size if max_rows is None else min(batch_size, max_rows - deleted)
-        cutoff = prune_cutoff(clock(), grace_minutes)
+        now = clock()
+        if not horizon_moved:
+            counts.session_counts_advance_horizon(now=now, using=using)
+            horizon_moved = True
+        cutoff = prune_cutoff(now, grace_minutes)
         batch_started = time.monotonic()
         count = batches_source.delete(cutoff=cutoff, limit=limit)
         if count:
@@ -293,6 +303,7 @@ def session_prune_expired(
     configs_deleted = 0
     if prune_configs and not stopped:
         configs_deleted = timeout_config_prune_unused(using=using)
+        counts.session_counts_clean(using=using)
     return PruneResult(deleted, batches, configs_deleted, time.monotonic() - started, stopped)
 
 

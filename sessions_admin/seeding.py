@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 
 from django.db import connection, transaction
 
-from sessions_admin import policy
+from sessions_admin import counts, policy
 from sessions_admin.models import Session, TimeoutConfig
 
 DEFAULT_EXPIRED_FRACTION = 0.2
@@ -279,7 +279,8 @@ def _copy_postgresql(
     ms = timedelta(milliseconds=1)
     done = 0
     with connection.cursor() as cursor:
-        rebuild = count >= INDEX_REBUILD_MIN_ROWS and count >= Session.objects.count()
+        stored = counts.session_tally(now=now).total
+        rebuild = count >= INDEX_REBUILD_MIN_ROWS and count >= stored
         with _secondary_indexes_rebuilt(cursor) if rebuild else nullcontext():
             with cursor.copy(statement) as copy:
                 write_row = copy.write_row
@@ -304,8 +305,12 @@ def _copy_postgresql(
 
 
 def _bulk_create(batches: Iterator[list[tuple]], *, count: int, now: datetime, on_progress) -> None:
-    """Insert the rows with ``bulk_create``, one batch at a time (SQLite)."""
+    """Insert the rows with ``bulk_create``, one batch at a time (SQLite).
+
+    ``warns_at`` and ``auto_renew`` are written with each row, as ``Session.save`` would.
+    """
     ms = timedelta(milliseconds=1)
+    configs = TimeoutConfig.objects.in_bulk()
     done = 0
     for batch in batches:
         Session.objects.bulk_create(
@@ -318,6 +323,10 @@ def _bulk_create(batches: Iterator[list[tuple]], *, count: int, now: datetime, o
                     created_at=now + created * ms,
                     last_activity=now + last * ms,
                     expires_at=now + expires * ms,
+                    warns_at=policy.warning_starts_at(
+                        now + expires * ms, configs[pk].warning_threshold_minutes
+                    ),
+                    auto_renew=configs[pk].auto_renew,
                     renewal_count=renewals,
                     timeout_config_id=pk,
                 )
@@ -348,7 +357,8 @@ def session_seed(
     some within their warning threshold. ``agents`` and ``users`` distinct ids
     are spread over the sessions. ``on_progress(done)`` is called after each
     batch. PostgreSQL streams the rows with ``COPY``; other databases use
-    ``bulk_create``.
+    ``bulk_create``. The database's triggers count the new rows
+    (``sessions_admin.counts``): one aggregate for the whole ``COPY``.
     """
     if not 1 <= count <= MAX_COUNT:
         raise ValueError(f"count must be between 1 and {MAX_COUNT}")
@@ -363,6 +373,8 @@ def session_seed(
     rng = rng or random.Random()
     expired = expired_count_for(count, expired_fraction)
     with transaction.atomic():
+        # Rows that expired over an hour before now change only the totals.
+        counts.session_counts_advance_horizon(now=now)
         configs = [
             (TimeoutConfig.for_timeout(timeout).pk, timeout)
             for timeout, weight in seed_timeouts()

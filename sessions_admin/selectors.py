@@ -8,7 +8,7 @@ from uuid import UUID
 from django.core import signing
 from django.db.models import Q
 
-from sessions_admin import policy
+from sessions_admin import counts, policy
 from sessions_admin.exceptions import InvalidCursor, SessionExpired, SessionNotFound
 from sessions_admin.models import Session, SessionQuerySet
 
@@ -49,7 +49,7 @@ class SessionFilters:
         elif self.near_expiration is False:
             q &= ~SessionQuerySet.near_expiration_q(now)
         if self.auto_renew is not None:
-            q &= Q(timeout_config__auto_renew=self.auto_renew)
+            q &= Q(auto_renew=self.auto_renew)
         return q
 
 
@@ -156,8 +156,52 @@ class SessionPage:
 
 
 def session_stats(*, now: datetime) -> dict:
-    """Return total, active, expired and near-expiration counts from one aggregate query."""
-    return Session.objects.stats(now, near_expiration=True)
+    """Return the whole store's total, active, expired and near-expiration counts (one query)."""
+    tally = counts.session_tally(now=now, near_expiration=True)
+    return {
+        "total": tally.total,
+        "active": tally.active,
+        "expired": tally.expired,
+        "near_expiration": tally.near_expiration,
+    }
+
+
+def list_count_query(*, now: datetime, filters: SessionFilters) -> counts.TallyQuery:
+    """The statement that counts a list request: the whole store and the rows matching ``filters``.
+
+    A user's sessions are few, so with ``userId`` the matching rows are
+    counted through the user index; every other mix of filters is read from
+    the counts (``sessions_admin.counts``).
+    """
+    scopes = [counts.Scope()]
+    extra = {}
+    if filters.user_id is not None:
+        extra["matching"] = Session.objects.filter(filters.as_q(now=now))
+    else:
+        agents = (filters.agent_id,) if filters.agent_id is not None else None
+        scopes.append(counts.Scope(agent_ids=agents, auto_renew=filters.auto_renew))
+    return counts.TallyQuery(
+        now=now, scopes=scopes, near_expiration=filters.near_expiration is not None, extra=extra
+    )
+
+
+def list_counts(
+    filters: SessionFilters, tallies: list[dict[UUID, counts.Tally]], extra: dict[str, int]
+) -> dict:
+    """``total``, ``active`` and ``expired`` of the whole store, and ``matching`` ``filters``."""
+    store = tallies[0][counts.EVERY_AGENT]
+    if "matching" in extra:
+        matching = extra["matching"]
+    else:
+        key = filters.agent_id if filters.agent_id is not None else counts.EVERY_AGENT
+        tally = tallies[1].get(key, counts.Tally(0, 0, 0))
+        matching = tally.matching(status=filters.status, near_expiration=filters.near_expiration)
+    return {
+        "total": store.total,
+        "active": store.active,
+        "expired": store.expired,
+        "matching": matching,
+    }
 
 
 def session_list(
@@ -171,22 +215,22 @@ def session_list(
     """Return one page of sessions and the counts, in two queries whatever the page size.
 
     ``total`` counts every row matching ``filters`` (all pages); ``stats``
-    describe the whole store. Both come from one aggregate query.
+    describe the whole store. Both come from one query that reads the counts,
+    not the rows (``sessions_admin.counts``).
     """
-    match = filters.as_q(now=now)
-    counts = Session.objects.stats(now, matching=match)
-    queryset = Session.objects.filter(match)
+    tallies, extra = list_count_query(now=now, filters=filters).run()
+    queryset = Session.objects.filter(filters.as_q(now=now))
     if cursor is not None:
         queryset = queryset.filter(ordering.after(cursor.value, cursor.session_id))
     values = queryset.order_by(*ordering.order_by()).values_list(*_ROW_FIELDS)[: limit + 1]
-    return page_from(list(values), counts, ordering=ordering, limit=limit)
+    return page_from(list(values), list_counts(filters, tallies, extra), ordering=ordering, limit=limit)
 
 
 def page_from(values: list[tuple], counts: dict, *, ordering: Ordering, limit: int) -> SessionPage:
     """Assemble a page from the page query's value rows (up to ``limit + 1``) and the counts.
 
     ``values`` hold ``SessionRow``'s fields in order, the timeout values last;
-    ``counts`` are ``SessionQuerySet.stats`` with ``matching``.
+    ``counts`` are ``list_counts``.
     """
     rows = [SessionRow(*row[:_CONFIG_START], TimeoutValues(*row[_CONFIG_START:])) for row in values]
     next_cursor = None

@@ -9,6 +9,7 @@ from django.db import connection
 from rest_framework.test import APIClient
 
 from sessions_admin import cache_guard, health
+from sessions_admin.models import SessionCount
 
 ADMIN_KEY = "test-admin-key-0123456789"
 CLIENT_KEY = "test-client-key-0123456789"
@@ -43,6 +44,28 @@ def no_health_probe_in_flight():
     yield
     health._latest = None
     health._healthy = None
+
+
+_DATABASE_FIXTURES = {"db", "transactional_db", "django_db_reset_sequences", "live_server"}
+
+
+@pytest.fixture(autouse=True)
+def counts_start_empty(request):
+    """Each test that uses the database starts with no session counts and no horizon.
+
+    The counts table is left alone by ``flush`` (the triggers empty it with the
+    sessions), and its horizon outlives a test that moved it. The tests' clocks
+    jump between years; a service's clock never goes back by more than the
+    horizon. Inside a test's transaction, this is rolled back with it.
+    """
+    uses_database = request.node.get_closest_marker("django_db") is not None or bool(
+        _DATABASE_FIXTURES & set(request.fixturenames)
+    )
+    if uses_database:
+        request.getfixturevalue("_django_db_helper")
+        with connection.cursor() as cursor:
+            cursor.execute(f"DELETE FROM {SessionCount._meta.db_table}")
+    yield
 
 
 @pytest.fixture

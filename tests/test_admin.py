@@ -1,6 +1,5 @@
 """The Django admin for sessions: columns, summary, filters, search, actions, query counts."""
 
-import logging
 import re
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -13,18 +12,15 @@ from django.contrib import admin
 from django.contrib.admin.models import CHANGE, DELETION, LogEntry
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
-from django.core.cache import cache
 from django.db import connection
-from django.test import Client, override_settings
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from sessions_admin import admin as sessions_admin_admin
 from sessions_admin import policy
-from sessions_admin.models import Session
+from sessions_admin.models import Session, SessionCount
 from tests.factories import SessionFactory, TimeoutConfigFactory
 from tests.locks import TableLock
-from tests.server import free_port, redis_reachable
 
 pytestmark = pytest.mark.django_db
 
@@ -159,23 +155,32 @@ def test_change_list_query_count_is_constant(operator_client, frozen, rows, djan
     SessionFactory.create_batch(rows, now=frozen)
     SessionFactory.create_batch(rows, now=frozen, timeout_config=TimeoutConfigFactory(auto_renew=False))
     operator_client.get(CHANGELIST)  # warm the content-type and permission caches
-    # session, user, permissions (user, group), summary aggregate, bounded count, page rows
-    with django_assert_num_queries(7):
+    # session, user, permissions (user, group), the counts (summary and list), page rows
+    with django_assert_num_queries(6):
         response = operator_client.get(CHANGELIST)
     assert len(listed_ids(response)) == 2 * rows
-    with django_assert_num_queries(7):
+    with django_assert_num_queries(6):
         response = operator_client.get(CHANGELIST, {"auto_renew": "no"})
     assert len(listed_ids(response)) == rows
+    # A creation-date range is counted from its rows, up to a limit: one more query.
+    with django_assert_num_queries(7):
+        response = operator_client.get(CHANGELIST, {"created_at__gte": "2026-11-27 00:00:00+00:00"})
+    assert len(listed_ids(response)) == 2 * rows
 
 
-def test_the_page_counts_only_its_own_bounded_result(operator_client, mixed):
+def test_the_page_reads_its_counts_from_the_counts_table(operator_client, mixed):
     operator_client.get(CHANGELIST)
     with CaptureQueriesContext(connection) as queries:
-        operator_client.get(CHANGELIST, {"status": "near_expiration"})
-    counts = [q["sql"].upper() for q in queries if "COUNT(" in q["sql"].upper()]
-    summary = [sql for sql in counts if "FILTER" in sql]
-    assert len(summary) == 1 and "LIMIT" not in summary[0]
-    bounded = [sql for sql in counts if "FILTER" not in sql]
+        response = operator_client.get(CHANGELIST, {"status": "near_expiration"})
+    assert response.context["cl"].paginator.count == 1
+    statements = [q["sql"] for q in queries if "COUNT(" in q["sql"].upper()]
+    assert len(statements) == 1 and SessionCount._meta.db_table in statements[0]
+    assert "LIMIT" not in statements[0].upper()
+    # With a creation-date range the page counts its own rows, bounded.
+    with CaptureQueriesContext(connection) as queries:
+        operator_client.get(CHANGELIST, {"status": "near_expiration", "created_at__gte": "2026-11-27 00:00:00+00:00"})
+    bounded = [q["sql"] for q in queries if SessionCount._meta.db_table not in q["sql"]
+               and "COUNT(" in q["sql"].upper()]
     assert len(bounded) == 1
     assert f"LIMIT {sessions_admin_admin.LISTED_ROWS_LIMIT + 1}" in bounded[0]
 
@@ -215,194 +220,45 @@ def test_sorting_by_expiry_breaks_ties_by_id_in_the_same_direction(operator_clie
     assert response.context["cl"].queryset.query.order_by == ("-expires_at", "-pk")
 
 
-# -- The summary, reused between pages (SESSIONS_ADMIN_SUMMARY_CACHE_SECONDS).
+# -- The summary and the list's count: exact at each page's instant, from the counts.
 
 
-@pytest.fixture
-def summary_reuse(settings):
-    """Summaries reused for 10 s, from an empty local-memory cache."""
-    settings.SESSIONS_ADMIN_SUMMARY_CACHE_SECONDS = 10
-    cache.delete(sessions_admin_admin._SUMMARY_CACHE_KEY)
-    yield settings
-    cache.delete(sessions_admin_admin._SUMMARY_CACHE_KEY)
-
-
-def get_counting_aggregates(client, params=None):
-    """GET the list; return the response and how many summary aggregates it ran."""
+def count_statements(client, params=None):
+    """GET the list; return the response and the statements that read the counts table."""
     with CaptureQueriesContext(connection) as queries:
         response = client.get(CHANGELIST, params or {})
     assert response.status_code == 200
-    return response, sum("FILTER" in q["sql"].upper() for q in queries)
+    return response, [q["sql"] for q in queries if SessionCount._meta.db_table in q["sql"]]
 
 
-def test_summary_is_reused_between_pages_until_it_is_too_old(operator_client, mixed, summary_reuse):
-    first, aggregates = get_counting_aggregates(operator_client)
-    assert aggregates == 1
+def test_each_page_counts_at_its_own_instant(operator_client, mixed):
+    first, statements = count_statements(operator_client)
+    assert len(statements) == 1
+    assert summary_counts(first) == {"total": 3, "active": 2, "near_expiration": 1, "expired": 1}
     SessionFactory(now=NOW)  # created through the API, say, meanwhile
-    with time_machine.travel(NOW + timedelta(seconds=9), tick=False):
-        again, aggregates = get_counting_aggregates(operator_client, {"status": "expired"})
-    assert aggregates == 0
-    assert summary_counts(again) == summary_counts(first)
-    # The page says when its counts were taken, and the rows are still of now.
-    assert '<time datetime="2026-11-27T10:00:00+00:00">' in again.content.decode()
-    assert len(listed_ids(again)) == 1
-    with time_machine.travel(NOW + timedelta(seconds=11), tick=False):
-        later, aggregates = get_counting_aggregates(operator_client)
-    assert aggregates == 1
-    assert summary_counts(later)["total"] == summary_counts(first)["total"] + 1
-    assert '<time datetime="2026-11-27T10:00:11+00:00">' in later.content.decode()
+    with time_machine.travel(NOW + timedelta(minutes=3), tick=False):  # "near" is over
+        later, statements = count_statements(operator_client, {"status": "expired"})
+    assert len(statements) == 1
+    assert summary_counts(later) == {"total": 4, "active": 2, "near_expiration": 0, "expired": 2}
+    assert '<time datetime="2026-11-27T10:03:00+00:00">' in later.content.decode()
+    assert later.context["cl"].paginator.count == len(listed_ids(later)) == 2
 
 
-def test_an_operators_change_is_counted_on_their_next_page(operator_client, mixed, summary_reuse):
+def test_an_operators_change_is_counted_on_the_page_after_it(operator_client, mixed):
     assert summary_counts(operator_client.get(CHANGELIST))["expired"] == 1
     with time_machine.travel(NOW + timedelta(seconds=1)):  # the clock runs from here
-        # The cached summary is still young: only the operator's change makes it stale.
         response = post_action(operator_client, "expire_selected", [mixed["active"]])
         assert summary_counts(response)["expired"] == 2
-        # The fresh counts replace the cached ones, and the page after reuses them.
-        response, aggregates = get_counting_aggregates(operator_client)
-        assert aggregates == 0
-        assert summary_counts(response)["expired"] == 2
+        # The list of active sessions counts what it lists.
+        response = operator_client.get(CHANGELIST, {"status": "active"})
+        assert response.context["cl"].paginator.count == len(listed_ids(response)) == 1
 
 
-def test_no_worker_shows_an_operator_a_summary_from_before_their_change(
-    operator_client, mixed, summary_reuse
-):
-    before = operator_client.get(CHANGELIST)
-    cached = cache.get(sessions_admin_admin._SUMMARY_CACHE_KEY)
-    with time_machine.travel(NOW + timedelta(seconds=1), tick=False):
-        post_action(operator_client, "expire_selected", [mixed["active"]])
-    # Another worker (each keeps its own summary without Redis) still holds the old one.
-    cache.set(sessions_admin_admin._SUMMARY_CACHE_KEY, cached)
-    with time_machine.travel(NOW + timedelta(seconds=2), tick=False):
-        response, aggregates = get_counting_aggregates(operator_client)
-        assert aggregates == 1
-        assert summary_counts(response)["expired"] == summary_counts(before)["expired"] + 1
-        # Another operator, who changed nothing, may still be shown the shared one.
-        cache.set(sessions_admin_admin._SUMMARY_CACHE_KEY, cached)
-        other = Client()
-        other.force_login(get_user_model().objects.create_user("other", is_staff=True, is_superuser=True))
-        _, aggregates = get_counting_aggregates(other)
-        assert aggregates == 0
-
-
-def test_a_deletion_from_the_session_page_is_counted_on_the_next_page(
-    operator_client, mixed, summary_reuse
-):
+def test_a_deletion_from_the_session_page_is_counted_on_the_next_page(operator_client, mixed):
     assert summary_counts(operator_client.get(CHANGELIST))["total"] == 3
     url = reverse("admin:sessions_admin_session_delete", args=[mixed["expired"].pk])
     response = operator_client.post(url, {"post": "yes"}, follow=True)
     assert summary_counts(response)["total"] == 2
-
-
-@pytest.fixture
-def counted_during_deletion(monkeypatch):
-    """Make another operator's page count the sessions while a deletion is under way.
-
-    ``counted_during_deletion(name, traveller)`` wraps ``services.<name>``: the
-    clock moves on, another staff user loads the list (counting the sessions
-    before they go, after the shared summary had expired), the clock moves on
-    again, and the deletion goes ahead.
-    """
-    from sessions_admin import services
-
-    other = Client()
-    other.force_login(get_user_model().objects.create_user("other", is_staff=True, is_superuser=True))
-
-    def wrap(name, traveller):
-        delete = getattr(services, name)
-
-        def counted_meanwhile(**kwargs):
-            cache.delete(sessions_admin_admin._SUMMARY_CACHE_KEY)
-            traveller.shift(timedelta(seconds=1))
-            assert other.get(CHANGELIST).status_code == 200
-            traveller.shift(timedelta(seconds=1))
-            return delete(**kwargs)
-
-        monkeypatch.setattr(services, name, counted_meanwhile)
-
-    return wrap
-
-
-def test_a_deletion_is_counted_even_if_another_page_counted_while_it_ran(
-    operator_client, mixed, summary_reuse, counted_during_deletion
-):
-    with time_machine.travel(NOW + timedelta(seconds=1), tick=False) as traveller:
-        counted_during_deletion("session_delete_many", traveller)
-        response = post_action(
-            operator_client, "delete_selected", [mixed["active"], mixed["near"]], post="yes"
-        )
-        traveller.shift(timedelta(seconds=1))
-        assert summary_counts(response)["total"] == 1
-        assert summary_counts(operator_client.get(CHANGELIST))["total"] == 1
-
-
-def test_a_deletion_from_the_session_page_is_counted_even_if_another_page_counted_meanwhile(
-    operator_client, mixed, summary_reuse, counted_during_deletion
-):
-    url = reverse("admin:sessions_admin_session_delete", args=[mixed["expired"].pk])
-    with time_machine.travel(NOW + timedelta(seconds=1), tick=False) as traveller:
-        counted_during_deletion("session_delete", traveller)
-        response = operator_client.post(url, {"post": "yes"}, follow=True)
-        assert summary_counts(response)["total"] == 2
-
-
-def test_an_action_that_changes_nothing_keeps_the_summary(operator_client, mixed, summary_reuse):
-    operator_client.get(CHANGELIST)
-    post_action(operator_client, "expire_selected", [mixed["expired"]])  # already expired
-    _, aggregates = get_counting_aggregates(operator_client)
-    assert aggregates == 0
-
-
-@pytest.mark.parametrize("stored", [{"now": NOW, "total": 3}, "not a summary", 42])
-def test_a_cached_value_that_is_not_a_summary_is_counted_afresh(
-    operator_client, mixed, summary_reuse, stored
-):
-    cache.set(sessions_admin_admin._SUMMARY_CACHE_KEY, stored)
-    response, aggregates = get_counting_aggregates(operator_client)
-    assert aggregates == 1
-    assert summary_counts(response)["total"] == 3
-
-
-def test_summary_is_counted_when_the_cache_is_unreachable(operator_client, mixed, summary_reuse, caplog):
-    unreachable = {
-        "default": {
-            "BACKEND": "django_redis.cache.RedisCache",
-            "LOCATION": f"redis://127.0.0.1:{free_port()}/0",  # nothing listens there
-            "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 0.5, "SOCKET_TIMEOUT": 0.5},
-        }
-    }
-    with override_settings(CACHES=unreachable), caplog.at_level(logging.WARNING, "sessions_admin.admin"):
-        response, aggregates = get_counting_aggregates(operator_client)
-    assert aggregates == 1
-    assert summary_counts(response)["total"] == 3
-    # Read, found unavailable, and left alone: the summary is not stored.
-    assert "Could not read the admin summary: cache unavailable, not used for 5 s" in caplog.text
-    assert "Could not store" not in caplog.text
-
-
-def test_summary_is_shared_through_redis(operator_client, mixed, summary_reuse):
-    if not redis_reachable():
-        pytest.skip("Redis is not running on 127.0.0.1:6379")
-    redis = {
-        "default": {
-            "BACKEND": "django_redis.cache.RedisCache",
-            "LOCATION": "redis://127.0.0.1:6379/0",
-            "KEY_PREFIX": f"sa_admin_test_{uuid.uuid4().hex}",
-            "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 0.5, "SOCKET_TIMEOUT": 0.5},
-        }
-    }
-    with override_settings(CACHES=redis):
-        try:
-            first, aggregates = get_counting_aggregates(operator_client)
-            assert aggregates == 1
-            stored = cache.get(sessions_admin_admin._SUMMARY_CACHE_KEY)
-            assert stored == {"now": NOW, "total": 3, "active": 2, "near_expiration": 1, "expired": 1}
-            again, aggregates = get_counting_aggregates(operator_client)
-            assert aggregates == 0
-            assert summary_counts(again) == summary_counts(first)
-        finally:
-            cache.delete_pattern("*")
 
 
 # -- Filters.
@@ -644,22 +500,19 @@ def test_agent_and_user_cells_link_to_their_search(operator_client, frozen):
 # -- Pagination at scale: bounded counts, bounded depth.
 
 
-def test_large_filtered_results_are_counted_up_to_a_limit(operator_client, frozen, monkeypatch):
+def test_large_results_are_counted_exactly_and_paged_up_to_a_limit(
+    operator_client, frozen, monkeypatch
+):
     monkeypatch.setattr(sessions_admin_admin, "LISTED_ROWS_LIMIT", 4)
     monkeypatch.setattr(sessions_admin_admin.SessionAdmin, "list_per_page", 2)
     SessionFactory.create_batch(7, now=frozen, timeout_config=TimeoutConfigFactory(auto_renew=False))
     response = operator_client.get(CHANGELIST, {"auto_renew": "no"})
     paginator = response.context["cl"].paginator
-    assert paginator.count == 5 and not paginator.count_is_exact
+    assert paginator.count == 7 and paginator.count_is_exact
     assert paginator.num_pages == 2 and paginator.pages_are_capped
     html = response.content.decode()
-    assert "more than 4 sessions" in html
+    assert "7 sessions" in html
     assert "pages stop at 2" in html
-    # The unfiltered list is bounded the same way; the summary keeps the exact total.
-    response = operator_client.get(CHANGELIST)
-    assert "more than 4 sessions" in response.content.decode()
-    assert summary_counts(response)["total"] == 7
-    assert response.context["cl"].paginator.num_pages == 2
     # A page past the end shows the last one, with the list's filters kept.
     beyond = operator_client.get(CHANGELIST, {"auto_renew": "no", "p": "3"})
     assert beyond.status_code == 200
@@ -668,9 +521,23 @@ def test_large_filtered_results_are_counted_up_to_a_limit(operator_client, froze
     assert 'class="this-page">2<' in beyond.content.decode()
     before = operator_client.get(CHANGELIST, {"auto_renew": "no", "p": "-4"})
     assert before.status_code == 200 and before.context["cl"].page_num == 1
+
+
+def test_a_creation_date_range_is_counted_up_to_a_limit(operator_client, frozen, monkeypatch):
+    monkeypatch.setattr(sessions_admin_admin, "LISTED_ROWS_LIMIT", 4)
+    monkeypatch.setattr(sessions_admin_admin.SessionAdmin, "list_per_page", 2)
+    SessionFactory.create_batch(7, now=frozen)
+    since = {"created_at__gte": "2026-11-27 00:00:00+00:00"}
+    response = operator_client.get(CHANGELIST, since)
+    paginator = response.context["cl"].paginator
+    assert paginator.count == 5 and not paginator.count_is_exact
+    assert paginator.num_pages == 2 and paginator.pages_are_capped
+    html = response.content.decode()
+    assert "more than 4 sessions" in html
+    assert summary_counts(response)["total"] == 7
     # Exactly the limit is still an exact count.
-    SessionFactory.create_batch(4, now=frozen, timeout_config=TimeoutConfigFactory(auto_renew=True))
-    at_limit = operator_client.get(CHANGELIST, {"auto_renew": "yes"})
+    Session.objects.filter(pk__in=Session.objects.values("pk")[:3]).delete()
+    at_limit = operator_client.get(CHANGELIST, since)
     assert at_limit.context["cl"].paginator.count_is_exact
     assert "4 sessions" in at_limit.content.decode()
     assert "more than 4" not in at_limit.content.decode()
