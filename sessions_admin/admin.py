@@ -747,8 +747,12 @@ class SessionAdmin(*ADMIN_GUARDS, admin.ModelAdmin):
         scopes = [counts.Scope()]
         if listing.scope is not None:
             scopes.append(listing.scope)
+        # The summary shows near expiration; the list needs it for that filter only.
+        near = {counts.Scope()}
+        if listing.status == policy.STATUS_NEAR_EXPIRATION and listing.scope is not None:
+            near.add(listing.scope)
         tallies, extra = counts.session_tallies(
-            now=now, scopes=scopes, near_expiration=True, extra=listing.extra
+            now=now, scopes=scopes, near_expiration=near, extra=listing.extra
         )
         summary = SessionSummary.of(now, tallies[0][counts.EVERY_AGENT])
         listed = listing.count(tallies[-1], extra)

@@ -20,7 +20,7 @@ they all describe one snapshot. ``session_counts_check`` and
 
 import logging
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from uuid import UUID
@@ -196,7 +196,8 @@ class TallyQuery:
 
     ``scopes`` are counted apart; ``extra`` querysets are counted as they
     are (``COUNT(*)`` of their rows: for small sets such as a user's
-    sessions). ``near_expiration`` is counted only when asked (0 otherwise).
+    sessions). Near expiration is counted only when asked (0 otherwise):
+    ``near_expiration`` is true for every scope, or the scopes that need it.
     """
 
     def __init__(
@@ -204,13 +205,15 @@ class TallyQuery:
         *,
         now: datetime,
         scopes: Sequence[Scope],
-        near_expiration: bool = False,
+        near_expiration: bool | Collection[Scope] = False,
         extra: Mapping[str, QuerySet] | None = None,
         using: str | None = None,
     ):
         self.now = now
         self.scopes = list(scopes)
-        self.near_expiration = near_expiration
+        self.near_expiration = (
+            set(self.scopes) if near_expiration is True else set(near_expiration or ())
+        )
         self.extra = dict(extra or {})
         self.using = using or router.db_for_read(Session)
         statement = _Statement(connections[self.using])
@@ -221,7 +224,7 @@ class TallyQuery:
                 "total": _total(statement, scope),
                 "active": _after(statement, scope, SessionCount.KIND_EXPIRY, now, inclusive=False),
             }
-            if near_expiration:
+            if scope in self.near_expiration:
                 plan["expiring"] = _after(
                     statement, scope, SessionCount.KIND_EXPIRY, soon, inclusive=True
                 )
@@ -259,7 +262,7 @@ class TallyQuery:
             tallies = {}
             for agent in agents:
                 near = 0
-                if self.near_expiration:
+                if "expiring" in plan:
                     near = value(plan["expiring"], agent) - value(plan["warned"], agent)
                 tallies[agent] = Tally(value(plan["total"], agent), value(plan["active"], agent), near)
             results.append(tallies)
@@ -311,7 +314,7 @@ def session_tallies(
     *,
     now: datetime,
     scopes: Sequence[Scope],
-    near_expiration: bool = False,
+    near_expiration: bool | Collection[Scope] = False,
     extra: Mapping[str, QuerySet] | None = None,
     using: str | None = None,
 ) -> tuple[list[dict[UUID, Tally]], dict[str, int]]:
@@ -334,6 +337,7 @@ def _flatten(quantities) -> list[int]:
 def _tallies_by_scanning(now, scopes, near_expiration, extra, using):
     results = []
     for scope in scopes:
+        near = scope in near_expiration
         sessions = Session.objects.using(using)
         if scope.auto_renew is not None:
             sessions = sessions.filter(auto_renew=scope.auto_renew)
@@ -341,7 +345,7 @@ def _tallies_by_scanning(now, scopes, near_expiration, extra, using):
         tallies = {}
         for agent in agents:
             rows = sessions if agent is None else sessions.filter(agent_id=agent)
-            counts = rows.stats(now, near_expiration=near_expiration)
+            counts = rows.stats(now, near_expiration=near)
             if agent is None or counts["total"]:
                 tallies[agent or EVERY_AGENT] = Tally(
                     counts["total"], counts["active"], counts.get("near_expiration", 0)
@@ -397,45 +401,57 @@ def session_counts_advance_horizon(*, now: datetime, using: str | None = None) -
 def session_counts_clean(*, using: str | None = None) -> int:
     """Delete counters no reader needs: buckets behind the horizon, zeros, empty agents.
 
-    Safe beside writers: a counter is deleted only while it holds 0, or, for
-    an agent's totals, while all of them are locked and add up to 0. Returns
-    how many counters went.
+    Safe beside writers, and never waits for them: a counter is deleted only
+    while it is locked here and holds 0 (or, for buckets behind the horizon,
+    is never read again); an agent's totals only when all of them are locked
+    here and add up to 0. Counters a writer holds are left for the next time.
+    Returns how many counters went.
     """
     using = using or router.db_for_write(Session)
     connection = connections[using]
-    horizon = f"(SELECT n FROM {_COUNT} WHERE kind = 3 AND agent_id = %s AND auto_renew = %s " \
-              f"AND level = 0 AND bucket = 0 AND stripe = 0)"
+    key = "kind, agent_id, auto_renew, level, bucket, stripe"
+    horizon = (
+        f"(SELECT n FROM {_COUNT} WHERE kind = 3 AND agent_id = %s AND auto_renew = %s "
+        f"AND level = 0 AND bucket = 0 AND stripe = 0)"
+    )
     width = "CASE level WHEN 0 THEN 1 WHEN 1 THEN 60 ELSE 3600 END"
-    deleted = 0
+    unneeded = (
+        f"(kind IN (1, 2) AND (bucket + 1) * {width} <= {horizon}) "
+        f"OR (kind IN (0, 1, 2) AND n = 0)"
+    )
     with transaction.atomic(using=using), connection.cursor() as cursor:
+        if connection.vendor != "postgresql":  # one writer at a time
+            cursor.execute(f"DELETE FROM {_COUNT} WHERE {unneeded}", _horizon_key(connection))
+            return cursor.rowcount
         cursor.execute(
-            f"DELETE FROM {_COUNT} WHERE kind IN (1, 2) AND (bucket + 1) * {width} <= {horizon}",
+            f"DELETE FROM {_COUNT} WHERE ({key}) IN (SELECT {key} FROM {_COUNT} WHERE {unneeded} "
+            f"ORDER BY {key} FOR UPDATE SKIP LOCKED)",
             _horizon_key(connection),
         )
-        deleted += cursor.rowcount
-        cursor.execute(f"DELETE FROM {_COUNT} WHERE kind IN (0, 1, 2) AND n = 0")
-        deleted += cursor.rowcount
-        if connection.vendor == "postgresql":
-            # An agent's totals spread over stripes (+3 on one, -3 on another)
-            # once its sessions are gone. Lock them, then delete those that
-            # still add up to 0: a writer's increment waits for the lock.
-            cursor.execute(
-                f"""
-                WITH empty AS (
-                    SELECT agent_id, auto_renew FROM {_COUNT} WHERE kind = 0
-                    GROUP BY 1, 2 HAVING sum(n) = 0
-                ), locked AS (
-                    SELECT c.agent_id, c.auto_renew, c.n FROM {_COUNT} c
-                    JOIN empty USING (agent_id, auto_renew) WHERE c.kind = 0 FOR UPDATE OF c
-                ), still_empty AS (
-                    SELECT agent_id, auto_renew FROM locked GROUP BY 1, 2 HAVING sum(n) = 0
-                )
-                DELETE FROM {_COUNT} c USING still_empty e
-                WHERE c.kind = 0 AND c.agent_id = e.agent_id AND c.auto_renew = e.auto_renew
-                """
+        deleted = cursor.rowcount
+        # An agent's totals spread over stripes (+3 on one, -3 on another) once
+        # its sessions are gone: all of them locked, still adding up to 0.
+        cursor.execute(
+            f"""
+            WITH empty AS (
+                SELECT agent_id, auto_renew, count(*) AS counters FROM {_COUNT} WHERE kind = 0
+                GROUP BY 1, 2 HAVING sum(n) = 0
+            ), locked AS (
+                SELECT c.agent_id, c.auto_renew, c.n FROM {_COUNT} c
+                JOIN empty e ON e.agent_id = c.agent_id AND e.auto_renew = c.auto_renew
+                WHERE c.kind = 0 ORDER BY c.agent_id, c.auto_renew, c.stripe
+                FOR UPDATE OF c SKIP LOCKED
+            ), still_empty AS (
+                SELECT l.agent_id, l.auto_renew FROM locked l
+                JOIN empty e ON e.agent_id = l.agent_id AND e.auto_renew = l.auto_renew
+                GROUP BY l.agent_id, l.auto_renew, e.counters
+                HAVING sum(l.n) = 0 AND count(*) = e.counters
             )
-            deleted += cursor.rowcount
-    return deleted
+            DELETE FROM {_COUNT} c USING still_empty e
+            WHERE c.kind = 0 AND c.agent_id = e.agent_id AND c.auto_renew = e.auto_renew
+            """
+        )
+        return deleted + cursor.rowcount
 
 
 # -- Checking and repairing ----------------------------------------------------
@@ -603,7 +619,7 @@ def session_counts_check(*, using: str | None = None) -> CountCheck:
     using = using or router.db_for_read(Session)
     connection = connections[using]
     with transaction.atomic(using=using), connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
+        if connection.vendor == "postgresql" and not _in_outer_transaction(connection):
             cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
         return _read_check(cursor, connection.vendor)
 
@@ -611,52 +627,62 @@ def session_counts_check(*, using: str | None = None) -> CountCheck:
 def session_counts_rebuild(*, using: str | None = None) -> CountCheck:
     """Correct every counter that differs from the rows; safe while traffic runs.
 
-    Returns what was found (and corrected). On PostgreSQL the differences are
-    read in one snapshot and then applied as increments, so the changes other
-    transactions commit meanwhile, which move both the rows and the counters,
-    are kept; an advisory lock keeps two repairs from applying the same
-    correction. On SQLite the repair is one write transaction.
+    Returns what was found and corrected. Sessions with a wrong copy of their
+    configuration are rewritten first (the triggers move their counters with
+    them). On PostgreSQL the differences are then read in one snapshot and
+    applied as increments, so the changes other transactions commit
+    meanwhile, which move both the rows and the counters, are kept; an
+    advisory lock keeps two repairs from applying the same correction. On
+    SQLite the repair is one write transaction.
     """
     using = using or router.db_for_write(Session)
     connection = connections[using]
     if connection.vendor != "postgresql":
         with transaction.atomic(using=using), connection.cursor() as cursor:
+            wrong = _fix_copies(cursor, connection.vendor)
             found = _read_check(cursor, connection.vendor)
-            _fix_copies(cursor, connection.vendor)
-            _apply(cursor, [(d.kind, d.agent_id, d.auto_renew, d.level, d.bucket, -d.difference)
-                            for d in found.drifts], connection)
-        return found
+            _apply(cursor, found.drifts, connection)
+        return CountCheck(found.drifts, wrong, found.horizon)
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_advisory_lock(%s)", [_REBUILD_LOCK])
     try:
-        # A wrong copy is rewritten first; the triggers move the counters with it.
         with transaction.atomic(using=using), connection.cursor() as cursor:
-            _fix_copies(cursor, connection.vendor)
+            wrong = _fix_copies(cursor, connection.vendor)
         with transaction.atomic(using=using), connection.cursor() as cursor:
-            cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            if not _in_outer_transaction(connection):
+                cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
             found = _read_check(cursor, connection.vendor)
         with transaction.atomic(using=using), connection.cursor() as cursor:
-            _apply(cursor, [(d.kind, d.agent_id, d.auto_renew, d.level, d.bucket, -d.difference)
-                            for d in found.drifts], connection)
+            _apply(cursor, found.drifts, connection)
     finally:
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_advisory_unlock(%s)", [_REBUILD_LOCK])
-    return found
+    return CountCheck(found.drifts, wrong, found.horizon)
 
 
-def _fix_copies(cursor, vendor: str) -> None:
+def _in_outer_transaction(connection) -> bool:
+    """Whether the current atomic block is nested in another (a test's, say): its isolation
+    level is then that of the outer transaction."""
+    return len(connection.savepoint_ids) > 0 or not connection.commit_on_exit
+
+
+def _fix_copies(cursor, vendor: str) -> int:
+    """Rewrite the sessions whose copy of their configuration is wrong; return how many."""
     # Writing NULL makes each database's trigger copy the configuration again,
     # and its counts triggers move the counters with the row.
     cursor.execute(
         f"UPDATE {_SESSION} SET warns_at = NULL, auto_renew = NULL WHERE session_id IN "
         f"({_wrong_copy_sql(vendor)})"
     )
+    return cursor.rowcount
 
 
-def _apply(cursor, increments: list[tuple], connection) -> None:
-    """Add each ``(kind, agent, auto_renew, level, bucket, n)`` to its counter, in key order."""
+def _apply(cursor, drifts: list[Drift], connection) -> None:
+    """Take each drift off its counter, in key order."""
     uuid_field = Session._meta.get_field("agent_id")
-    rows = sorted(increments, key=lambda row: (row[0], str(row[1]), row[2], row[3], row[4]))
+    rows = sorted(
+        (d.kind, d.agent_id, d.auto_renew, d.level, d.bucket, -d.difference) for d in drifts
+    )
     for start in range(0, len(rows), 1000):
         chunk = rows[start : start + 1000]
         cursor.execute(

@@ -166,14 +166,20 @@ class Session(models.Model):
             # Keyset pagination: each ordering walks one of these, ties by id.
             models.Index(fields=["last_activity", "session_id"], name="session_activity_keyset"),
             models.Index(fields=["created_at", "session_id"], name="session_created_keyset"),
-            models.Index(fields=["expires_at", "session_id"], name="session_expires_keyset"),
+            # auto_renew last: the counts' range count inside a second reads it from the index.
+            models.Index(
+                fields=["expires_at", "session_id", "auto_renew"], name="session_expires_keyset"
+            ),
             # Filters by agent or user, served in the default order.
             models.Index(fields=["agent_id", "last_activity"], name="session_agent_activity"),
             models.Index(fields=["user_id", "last_activity"], name="session_user_activity"),
-            # The counts' range counts inside the current second (sessions_admin.counts).
-            models.Index(fields=["warns_at"], name="session_warns"),
-            models.Index(fields=["agent_id", "expires_at"], name="session_agent_expires"),
-            models.Index(fields=["agent_id", "warns_at"], name="session_agent_warns"),
+            # The counts' range counts inside the current second (sessions_admin.counts),
+            # read from the index alone.
+            models.Index(fields=["warns_at", "auto_renew"], name="session_warns"),
+            models.Index(
+                fields=["agent_id", "expires_at", "auto_renew"], name="session_agent_expires"
+            ),
+            models.Index(fields=["agent_id", "warns_at", "auto_renew"], name="session_agent_warns"),
         ]
         constraints = [
             models.CheckConstraint(

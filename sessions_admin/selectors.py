@@ -174,15 +174,16 @@ def list_count_query(*, now: datetime, filters: SessionFilters) -> counts.TallyQ
     the counts (``sessions_admin.counts``).
     """
     scopes = [counts.Scope()]
+    near = set()
     extra = {}
     if filters.user_id is not None:
         extra["matching"] = Session.objects.filter(filters.as_q(now=now))
     else:
         agents = (filters.agent_id,) if filters.agent_id is not None else None
         scopes.append(counts.Scope(agent_ids=agents, auto_renew=filters.auto_renew))
-    return counts.TallyQuery(
-        now=now, scopes=scopes, near_expiration=filters.near_expiration is not None, extra=extra
-    )
+        if filters.near_expiration is not None:
+            near.add(scopes[-1])
+    return counts.TallyQuery(now=now, scopes=scopes, near_expiration=near, extra=extra)
 
 
 def list_counts(

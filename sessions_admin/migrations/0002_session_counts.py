@@ -414,16 +414,27 @@ class Migration(migrations.Migration):
             _run({"postgresql": PG_INSTALL, "sqlite": SQLITE_INSTALL}),
             _run({"postgresql": PG_UNINSTALL, "sqlite": SQLITE_UNINSTALL}),
         ),
+        migrations.RemoveIndex(model_name="session", name="session_expires_keyset"),
         migrations.AddIndex(
             model_name="session",
-            index=models.Index(fields=["warns_at"], name="session_warns"),
+            index=models.Index(
+                fields=["expires_at", "session_id", "auto_renew"], name="session_expires_keyset"
+            ),
         ),
         migrations.AddIndex(
             model_name="session",
-            index=models.Index(fields=["agent_id", "expires_at"], name="session_agent_expires"),
+            index=models.Index(fields=["warns_at", "auto_renew"], name="session_warns"),
         ),
         migrations.AddIndex(
             model_name="session",
-            index=models.Index(fields=["agent_id", "warns_at"], name="session_agent_warns"),
+            index=models.Index(
+                fields=["agent_id", "expires_at", "auto_renew"], name="session_agent_expires"
+            ),
+        ),
+        migrations.AddIndex(
+            model_name="session",
+            index=models.Index(
+                fields=["agent_id", "warns_at", "auto_renew"], name="session_agent_warns"
+            ),
         ),
     ]

@@ -73,5 +73,6 @@ class Command(BaseCommand):
             else:
                 message = "The session counts matched the sessions; nothing to correct."
             if removed:
-                message += f" Removed {removed:,} counters no longer needed."
+                noun = "counter" if removed == 1 else "counters"
+                message += f" Removed {removed:,} {noun} no longer needed."
             self.stdout.write(self.style.SUCCESS(message))
