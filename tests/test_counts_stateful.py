@@ -81,6 +81,13 @@ def truth(rows, now, *, agent=None, user=None, status="all", near=None, auto_ren
     return total
 
 
+def _timeout(config: dict) -> policy.Timeout:
+    return policy.Timeout(
+        config["timeoutMinutes"], config["autoRenew"], config["maxDurationMinutes"],
+        config["warningThresholdMinutes"],
+    )
+
+
 def raw_instant(value: datetime):
     return connection.ops.adapt_datetimefield_value(value)
 
@@ -94,6 +101,7 @@ class CountsMachine(RuleBasedStateMachine):
         super().__init__()
         # Each example starts from nothing: the triggers empty the counts with the rows.
         Session.objects.all().delete()
+        TimeoutConfig.objects.all().delete()
         with connection.cursor() as cursor:
             cursor.execute(f"DELETE FROM {SessionCount._meta.db_table}")
         self.now = START
@@ -175,12 +183,8 @@ class CountsMachine(RuleBasedStateMachine):
     @rule(data=st.data(), agent=st.sampled_from(AGENTS), config=st.sampled_from(CONFIGS))
     def queryset_moves_agent_and_config(self, data, agent, config):
         ids = self._some_sessions(data)
-        timeout = policy.Timeout(
-            config["timeoutMinutes"], config["autoRenew"], config["maxDurationMinutes"],
-            config["warningThresholdMinutes"],
-        )
         Session.objects.filter(pk__in=ids).update(
-            agent_id=agent, timeout_config=TimeoutConfig.for_timeout(timeout)
+            agent_id=agent, timeout_config=TimeoutConfig.for_timeout(_timeout(config))
         )
 
     @rule(agent=st.sampled_from(AGENTS))
@@ -198,9 +202,9 @@ class CountsMachine(RuleBasedStateMachine):
                      raw_instant(self.now + timedelta(seconds=seconds))],
                 )
 
-    def _some_config(self, data) -> int | None:
-        ids = sorted(TimeoutConfig.objects.values_list("pk", flat=True))
-        return data.draw(st.sampled_from(ids)) if ids else None
+    def _some_config(self, data) -> int:
+        config = data.draw(st.sampled_from(CONFIGS))
+        return TimeoutConfig.for_timeout(_timeout(config)).pk
 
     @rule(data=st.data(), agent=st.sampled_from(AGENTS))
     def raw_update_agent_and_config(self, data, agent):
@@ -227,8 +231,6 @@ class CountsMachine(RuleBasedStateMachine):
     def raw_insert(self, data, agent, minutes):
         # Written without warns_at and auto_renew: the database fills them in.
         config = self._some_config(data)
-        if config is None:
-            return
         session_id = uuid.UUID(int=len(self.created) + 1, version=4)
         self.created.append(session_id)
         with connection.cursor() as cursor:
