@@ -63,8 +63,10 @@ def drop_database(name: str) -> None:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def manage(*args: str, database_url: str, env: dict | None = None, check=True) -> subprocess.CompletedProcess:
-    """Run ``manage.py`` with the project's interpreter against ``database_url``."""
+def manage(
+    *args: str, database_url: str, env: dict | None = None, check=True, root: Path = ROOT
+) -> subprocess.CompletedProcess:
+    """Run ``manage.py`` of the checkout at ``root`` (this one by default) against ``database_url``."""
     full_env = {
         **os.environ,
         "DATABASE_URL": database_url,
@@ -72,8 +74,8 @@ def manage(*args: str, database_url: str, env: dict | None = None, check=True) -
         **(env or {}),
     }
     return subprocess.run(
-        [sys.executable, str(ROOT / "manage.py"), *args],
-        cwd=ROOT, env=full_env, check=check, capture_output=True, text=True,
+        [sys.executable, str(root / "manage.py"), *args],
+        cwd=root, env=full_env, check=check, capture_output=True, text=True,
     )
 
 

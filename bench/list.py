@@ -1,44 +1,42 @@
-"""Benchmark the admin list endpoint over HTTP next to the raw SQL it runs (PostgreSQL).
+"""Latency of the list, the admin list and health against the number of sessions (PostgreSQL).
 
-    python bench/list.py                          # 10k, 100k and 1M sessions
-    python bench/list.py --sizes 10000,100000     # chosen sizes
-    python bench/list.py --smoke                  # 5,000 sessions, 10 requests: a quick check
-    python bench/list.py --profile                # also cProfile one request of each scenario
+    python bench/list.py                                   # 10k, 1M and 10M sessions
+    python bench/list.py --sizes 10000,1000000 --baseline /path/to/old/checkout
+    python bench/list.py --smoke                           # 5,000 sessions, 10 requests
 
-For each size the sessions are seeded (``manage.py seed_sessions``, 20% expired)
-into a scratch database, which is then vacuumed and analysed. gunicorn serves
-the project on loopback; requests carry the admin key and are sent one at a
-time. Three scenarios, 100 sessions a page, default ordering (``-lastActivity``):
+For each size, each code (this checkout, and with ``--baseline`` an older
+checkout of the project) migrates and seeds its own scratch database
+(``manage.py seed_sessions``, 20% expired; the seeding is timed), which is then
+vacuumed and analysed, and gunicorn serves it on loopback (2 workers, with each
+checkout's own worker class).
+Requests are sent one at a time, alternating between the codes, so both see the
+same machine load. Scenarios (list: admin key, 100 sessions a page unless said):
 
-- ``first page``: no cursor;
-- ``page at 90%``: a cursor pointing 90% of the way through the active
-  sessions (built with the selectors' own ``Cursor``, as a client following
-  ``nextCursor`` would end up with);
-- ``agentId filter``: the first page of one agent's sessions.
+- list: ``first page``; ``page at 90%`` (a cursor 90% of the way through the
+  active sessions); ``agentId`` (one agent's first page); ``status=active``;
+  ``limit=1``;
+- admin change list (a signed-in superuser): ``admin: default``,
+  ``admin: status expired``, ``admin: search agent``;
+- ``health``.
 
-"raw SQL" is the same two statements the endpoint runs (the aggregate count
-and the page query), captured from the selector with the same parameters and
-executed with psycopg on one open connection, rows fetched. "floor" is those
-statements behind a bare WSGI application (``bench/floor_app.py``) under the
-same gunicorn settings, answering the same JSON: what any Python server of this
-answer pays, so that "HTTP / floor" is the part of Django, DRF and the ORM.
-HTTP, floor and SQL samples alternate, so all three see the same machine load.
-Goals: HTTP ≤ 2× raw SQL; a deep page ≤ 1.2× the first page.
+Every answer counts at its own instant: the older code's summary and health
+reuse are turned off (``SESSIONS_ADMIN_SUMMARY_CACHE_SECONDS=0``,
+``SESSIONS_HEALTH_CACHE_MS=0``), as this code's are by default. Health's
+deadline is raised to 10 s for both, so a slow count is timed rather than
+answered 503. Goal: for every scenario, p50 at the largest size at most 1.5 ×
+p50 at the smallest. ``--plot`` draws p50 against size (PNG, matplotlib).
 """
 
 import argparse
-import contextlib
-import cProfile
-import io
+import http.cookiejar
 import json
-import logging
 import os
-import pstats
+import re
 import sys
-import tempfile
 import time
+import urllib.parse
+import urllib.request
 from pathlib import Path
-from urllib.parse import urlencode
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
@@ -51,334 +49,220 @@ import psycopg  # noqa: E402
 
 from bench.common import (  # noqa: E402
     create_database,
-    database_url,
     drop_database,
     machine_report,
     manage,
     summary_ms,
     table,
 )
-from bench.server import ADMIN_KEY, Client, Gunicorn  # noqa: E402
+from bench.server import Client, Gunicorn  # noqa: E402
 
-# This process builds cursors and captures SQL through Django, on PostgreSQL;
-# each size's scratch database is selected by name before use.
-os.environ["DATABASE_URL"] = database_url("postgres")
-
-DEFAULT_SIZES = (10_000, 100_000, 1_000_000)
+DEFAULT_SIZES = (10_000, 1_000_000, 10_000_000)
 PAGE = 100
-LIST_PATH = "/api/messaging/sessions"
+LIST = "/api/messaging/sessions"
+CHANGELIST = "/admin/sessions_admin/session/"
+USERNAME, PASSWORD = "bench-operator", "bench-operator-password-0123"
+PREFIX = os.environ.get("BENCH_DB_PREFIX", "sa_bench_list")
+SAME_FOR_BOTH = {
+    "SESSIONS_ADMIN_SUMMARY_CACHE_SECONDS": "0",
+    "SESSIONS_HEALTH_CACHE_MS": "0",
+    "SESSIONS_HEALTH_TIMEOUT_MS": "10000",
+    "SESSIONS_THROTTLE_RATE": "off",
+}
 
 
 def load_average() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
-def seed(size: int) -> tuple[str, str, float]:
-    """Create, migrate, seed, vacuum and analyse a scratch database; return its name, URL and seed time."""
-    name = f"sa_hard_bench_list_{size}"
+class Browser:
+    """A signed-in admin user: cookies kept between requests, as a browser keeps them."""
+
+    def __init__(self, port: int):
+        self.base = f"http://127.0.0.1:{port}"
+        self.opener = urllib.request.build_opener(
+            urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar())
+        )
+
+    def get(self, path: str) -> tuple[int, bytes]:
+        with self.opener.open(self.base + path, timeout=600) as response:
+            return response.status, response.read()
+
+    def sign_in(self) -> None:
+        _, page = self.get("/admin/login/")
+        token = re.search(rb'name="csrfmiddlewaretoken" value="([^"]+)"', page).group(1).decode()
+        form = urllib.parse.urlencode(
+            {"username": USERNAME, "password": PASSWORD, "csrfmiddlewaretoken": token,
+             "next": "/admin/"}
+        ).encode()
+        with self.opener.open(self.base + "/admin/login/", data=form, timeout=60) as response:
+            assert response.url.endswith("/admin/"), f"sign-in failed: ended at {response.url}"
+
+
+def application_of(root: Path) -> str:
+    """The application a checkout serves: ASGI since the serving model changed, WSGI before."""
+    if (root / "messaging_project" / "asgi.py").exists():
+        return "messaging_project.asgi:application"
+    return "messaging_project.wsgi:application"
+
+
+def prepare(code: str, root: Path, size: int) -> tuple[str, str, float]:
+    """Create, migrate and seed a scratch database with ``root``'s code; return name, URL, seed s."""
+    name = f"{PREFIX}_{code}_{size}"
     url = create_database(name)
-    manage("migrate", "--noinput", database_url=url)
+    manage("migrate", "--noinput", database_url=url, root=root)
     started = time.perf_counter()
-    manage("seed_sessions", "--count", str(size), database_url=url)
+    manage("seed_sessions", "--count", str(size), database_url=url, root=root)
     seconds = time.perf_counter() - started
+    manage("createsuperuser", "--noinput", "--username", USERNAME, "--email", "ops@example.com",
+           database_url=url, root=root, env={"DJANGO_SUPERUSER_PASSWORD": PASSWORD})
+    manage("collectstatic", "--noinput", database_url=url, root=root)
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("VACUUM ANALYZE")
     return name, url, seconds
 
 
-@contextlib.contextmanager
-def on_database(database_name: str):
-    """Point this process's Django connection at ``database_name`` for the block."""
-    from django.db import connection
-
-    connection.close()
-    connection.settings_dict["NAME"] = database_name
-    try:
-        yield connection
-    finally:
-        connection.close()
-
-
-@contextlib.contextmanager
-def in_process_client(database_name: str):
-    """A Django test client carrying the admin key, on ``database_name``."""
-    from django.test import Client as DjangoClient
-    from django.test.utils import override_settings
-
-    with (
-        on_database(database_name),
-        # No rate limit: a throttled request (429) would be timed as a fast one.
-        override_settings(
-            SESSIONS_ADMIN_API_KEY=ADMIN_KEY,
-            ALLOWED_HOSTS=["testserver"],
-            SESSIONS_THROTTLE_RATE=None,
-        ),
-    ):
-        yield DjangoClient(HTTP_X_API_KEY=ADMIN_KEY)
-
-
-def scenarios(database_name: str) -> list[dict]:
-    """Build each scenario's query string and capture the SQL the selector runs for it."""
+def scenarios(url: str) -> list[tuple[str, str, str]]:
+    """``(name, kind, path)`` of each scenario, with an agent and a deep cursor of this database."""
     import django
 
     django.setup()
-    from django.test.utils import CaptureQueriesContext
-
     from sessions_admin import policy, selectors
-    from sessions_admin.models import Session
 
-    with on_database(database_name) as connection:
-        now = policy.clock()
-        ordering = selectors.Ordering(selectors.DEFAULT_ORDERING)
-        active = Session.objects.active(now)
-        depth = int(active.count() * 0.9)
-        value, session_id = active.order_by(*ordering.order_by()).values_list(
-            ordering.field, "session_id"
-        )[depth]
-        deep_cursor = selectors.Cursor(ordering.param, value, session_id)
-        agent_id = active.order_by(*ordering.order_by()).values_list("agent_id", flat=True)[0]
-
-        built = []
-        for name, params, filters, cursor in (
-            ("first page", {}, selectors.SessionFilters(), None),
-            ("page at 90%", {"cursor": deep_cursor.encode()}, selectors.SessionFilters(), deep_cursor),
-            (
-                "agentId filter",
-                {"agentId": str(agent_id)},
-                selectors.SessionFilters(agent_id=agent_id),
-                None,
-            ),
-        ):
-            with CaptureQueriesContext(connection) as captured:
-                page = selectors.session_list(
-                    now=now, filters=filters, ordering=ordering, limit=PAGE, cursor=cursor
-                )
-            assert len(page.sessions) == PAGE, (name, len(page.sessions))
-            built.append(
-                {
-                    "name": name,
-                    "query": "?" + urlencode({"limit": PAGE, **params}),
-                    "filters": filters,
-                    "cursor": cursor,
-                    "sql": [query["sql"] for query in captured.captured_queries],
-                }
-            )
-    return built
+    now = policy.clock()
+    with psycopg.connect(url) as conn:
+        active = conn.execute(
+            "SELECT count(*) FROM sessions_admin_session WHERE expires_at > %s", [now]
+        ).fetchone()[0]
+        value, session_id = conn.execute(
+            "SELECT last_activity, session_id FROM sessions_admin_session WHERE expires_at > %s "
+            "ORDER BY last_activity DESC, session_id DESC OFFSET %s LIMIT 1",
+            [now, int(active * 0.9)],
+        ).fetchone()
+        agent = conn.execute(
+            "SELECT agent_id FROM sessions_admin_session WHERE expires_at > %s "
+            "ORDER BY last_activity DESC LIMIT 1",
+            [now],
+        ).fetchone()[0]
+    cursor = selectors.Cursor(selectors.DEFAULT_ORDERING, value, session_id).encode()
+    page = {"limit": PAGE}
+    return [
+        ("first page", "list", f"{LIST}?{urllib.parse.urlencode(page)}"),
+        ("page at 90%", "list", f"{LIST}?{urllib.parse.urlencode({**page, 'cursor': cursor})}"),
+        ("agentId", "list", f"{LIST}?{urllib.parse.urlencode({**page, 'agentId': agent})}"),
+        ("status=active", "list", f"{LIST}?{urllib.parse.urlencode({**page, 'status': 'active'})}"),
+        ("limit=1", "list", f"{LIST}?limit=1"),
+        ("admin: default", "admin", CHANGELIST),
+        ("admin: status expired", "admin", f"{CHANGELIST}?status=expired"),
+        ("admin: search agent", "admin", f"{CHANGELIST}?q={agent}"),
+        ("health", "health", f"{LIST}/health"),
+    ]
 
 
-def time_sql(conn: psycopg.Connection, statements: list[str]) -> float:
+def timed(contender, kind: str, path: str) -> float:
     started = time.perf_counter()
-    for sql in statements:
-        conn.execute(sql).fetchall()
-    return time.perf_counter() - started
-
-
-@contextlib.contextmanager
-def floor_server(url: str, built: list[dict], workers: int, threads: int):
-    """gunicorn serving ``bench/floor_app.py`` with each scenario's captured statements."""
-    with tempfile.NamedTemporaryFile("w", prefix="sa_hard_bench_floor_", suffix=".json") as file:
-        json.dump({scenario["query"].lstrip("?"): scenario["sql"] for scenario in built}, file)
-        file.flush()
-        with Gunicorn(
-            database_url=url,
-            workers=workers,
-            threads=threads,
-            app="bench.floor_app:asgi_application",
-            env={"FLOOR_DATABASE_URL": url, "FLOOR_SCENARIOS": file.name},
-        ) as server:
-            yield server
-
-
-def check_floor_answers_alike(client: Client, floor_client: Client, path: str) -> None:
-    """The floor must answer what the endpoint answers: same fields, same page size, same store."""
-    endpoint, floor = client.request("GET", path)[1], floor_client.request("GET", path)[1]
-    assert endpoint.keys() == floor.keys(), (endpoint.keys(), floor.keys())
-    assert [item.keys() for item in endpoint["sessions"]] == [item.keys() for item in floor["sessions"]]
-    assert endpoint["stats"]["totalSessions"] == floor["stats"]["totalSessions"]
-
-
-def time_http(client: Client, path: str) -> float:
-    """Seconds from sending the request to the last byte of the answer (parsed afterwards)."""
-    started = time.perf_counter()
-    status, raw = client.request_raw("GET", path)
+    if kind == "admin":
+        status, body = contender["browser"].get(path)
+        ok = status == 200 and b"session-summary" in body
+    else:
+        status, body = contender["client"].request_raw("GET", path)
+        ok = status == 200 and (kind != "list" or len(json.loads(body)["sessions"]) >= 1)
     elapsed = time.perf_counter() - started
-    body = json.loads(raw)
-    assert status == 200 and len(body["sessions"]) == PAGE, (status, raw[:300])
+    assert ok, (path, status, body[:300])
     return elapsed
 
 
-def profile(database_name: str, scenario: dict, sort: str = "tottime") -> str:
-    """cProfile the view for one request, in process: where does the time beyond SQL go?"""
-    with in_process_client(database_name) as client:
-        client.get(LIST_PATH + scenario["query"])  # warm up
-        profiler = cProfile.Profile()
-        profiler.enable()
-        for _ in range(20):
-            client.get(LIST_PATH + scenario["query"])
-        profiler.disable()
-    out = io.StringIO()
-    pstats.Stats(profiler, stream=out).sort_stats(sort).print_stats(30)
-    return out.getvalue()
-
-
-def breakdown(database_name: str, scenario: dict, sql_p50_ms: float, repeat: int) -> list[list]:
-    """Median time of each stage of one request, measured in this process, cumulatively.
-
-    The last two rows are the fixed cost of a request, whatever the page holds:
-    the same list with one session on the page, and an unknown route (404).
-    """
-    from sessions_admin import policy, selectors
-    from sessions_admin.renderers import FastJSONRenderer
-    from sessions_admin.serializers import session_info
-
-    ordering = selectors.Ordering(selectors.DEFAULT_ORDERING)
-
-    def page():
-        return selectors.session_list(
-            now=policy.clock(),
-            filters=scenario["filters"],
-            ordering=ordering,
-            limit=PAGE,
-            cursor=scenario["cursor"],
-        )
-
-    def dicts():
-        now = policy.clock()
-        return [session_info(session, now=now) for session in page().sessions]
-
-    def rendered():
-        return FastJSONRenderer().render({"sessions": dicts()})
-
-    def median_ms(function, status: int = 200) -> float:
-        response = function()
-        assert getattr(response, "status_code", 200) == status, response
-        samples = []
-        for _ in range(repeat):
-            started = time.perf_counter()
-            function()
-            samples.append(time.perf_counter() - started)
-        return summary_ms(samples)["p50"]
-
-    one_session = scenario["query"].replace(f"limit={PAGE}", "limit=1")
-    with in_process_client(database_name) as client:
-        stages = [
-            ("raw SQL (psycopg, rows fetched)", sql_p50_ms),
-            ("selector: the same SQL through Django, rows as tuples", median_ms(page)),
-            (f"+ {PAGE} SessionInfo dicts (session_info)", median_ms(dicts)),
-            ("+ JSON (the API's renderer)", median_ms(rendered)),
-            (
-                "whole request in process (Django test client)",
-                median_ms(lambda: client.get(LIST_PATH + scenario["query"])),
-            ),
-            (
-                "the same request for 1 session (limit=1)",
-                median_ms(lambda: client.get(LIST_PATH + one_session)),
-            ),
-        ]
-        # An unknown route answers 404, which Django logs as a warning each time.
-        request_log = logging.getLogger("django.request")
-        level = request_log.level
-        request_log.setLevel(logging.ERROR)
-        try:
-            stages.append(
-                (
-                    "an unknown route (404): middleware only",
-                    median_ms(lambda: client.get(LIST_PATH + "/no/such/route"), status=404),
-                )
-            )
-        finally:
-            request_log.setLevel(level)
-    return [[stage, f"{ms:.1f}"] for stage, ms in stages]
-
-
-def run_size(
-    size: int, *, requests: int, workers: int, threads: int, want_profile: bool, keep: bool
-) -> list[list]:
-    name, url, seed_seconds = seed(size)
-    print(f"\n## {size:,} sessions (seeded in {seed_seconds:.1f} s; load average {load_average()})")
-    rows = []
+def run_size(size: int, codes: dict, *, requests: int, slow_requests: int, keep: bool) -> list[dict]:
+    """Measure every scenario of every code at ``size``; return one result per (code, scenario)."""
+    contenders, names = {}, []
     try:
-        built = scenarios(name)
-        with (
-            Gunicorn(database_url=url, workers=workers, threads=threads) as server,
-            floor_server(url, built, workers, threads) as floor,
-            psycopg.connect(url) as conn,
-        ):
-            client, floor_client = Client(server.port), Client(floor.port)
-            results = {}
-            for scenario in built:
-                path = LIST_PATH + scenario["query"]
-                check_floor_answers_alike(client, floor_client, path)
-                for _ in range(max(3, requests // 10)):  # warm-up: connections, caches, plans
-                    time_http(client, path)
-                    time_http(floor_client, path)
-                    time_sql(conn, scenario["sql"])
-                http_samples, floor_samples, sql_samples = [], [], []
-                for _ in range(requests):
-                    http_samples.append(time_http(client, path))
-                    floor_samples.append(time_http(floor_client, path))
-                    sql_samples.append(time_sql(conn, scenario["sql"]))
-                results[scenario["name"]] = (
-                    {**summary_ms(http_samples), "min": min(http_samples) * 1000},
-                    {**summary_ms(sql_samples), "min": min(sql_samples) * 1000},
-                    summary_ms(floor_samples),
-                )
-            first_http = results["first page"][0]["p50"]
-            for scenario in built:
-                http, sql, bare = results[scenario["name"]]
-                rows.append(
-                    [
-                        f"{size:,}",
-                        scenario["name"],
-                        f"{http['p50']:.1f}",
-                        f"{http['p95']:.1f}",
-                        f"{http['min']:.1f}",
-                        f"{sql['p50']:.1f}",
-                        f"{sql['p95']:.1f}",
-                        f"{sql['min']:.1f}",
-                        f"{bare['p50']:.1f}",
-                        f"{http['p50'] / sql['p50']:.2f}×",
-                        f"{bare['p50'] / sql['p50']:.2f}×",
-                        f"{http['p50'] / first_http:.2f}×",
-                    ]
-                )
-        first = built[0]
-        stages = breakdown(
-            name, first, results["first page"][1]["p50"], repeat=max(20, requests // 2)
-        )
-        print(
-            f"\nWhere the time of the first page goes (medians, ms; HTTP p50 was "
-            f"{results['first page'][0]['p50']:.1f}):\n"
-        )
-        print(table(["stage", "ms"], stages))
-        if want_profile:
-            for scenario in built:
-                print(f"\n### cProfile, {scenario['name']}, 20 requests in process\n")
-                print(profile(name, scenario))
-        print(f"(load average after: {load_average()})")
+        for code, root in codes.items():
+            name, url, seed_seconds = prepare(code, root, size)
+            names.append(name)
+            contenders[code] = {"url": url, "root": root, "seed": seed_seconds,
+                                "scenarios": scenarios(url)}
+            print(f"  {code}: seeded {size:,} sessions in {seed_seconds:.1f} s "
+                  f"(load average {load_average()})", flush=True)
+        servers = {}
+        try:
+            for code, c in contenders.items():  # one after the other: each takes a free port
+                servers[code] = Gunicorn(
+                    database_url=c["url"], workers=2, root=c["root"], env=SAME_FOR_BOTH,
+                    app=application_of(c["root"]),
+                ).__enter__()
+            for code, server in servers.items():
+                contenders[code]["client"] = Client(server.port)
+                contenders[code]["browser"] = Browser(server.port)
+                contenders[code]["browser"].sign_in()
+            results = []
+            first = next(iter(contenders.values()))
+            for index, (scenario, kind, _) in enumerate(first["scenarios"]):
+                samples = {code: [] for code in contenders}
+                for c in contenders.values():
+                    timed(c, kind, c["scenarios"][index][2])  # warm up: connections, caches, plans
+                for round_ in range(requests):
+                    for code, c in contenders.items():
+                        if code == "new" or round_ < slow_requests:
+                            samples[code].append(timed(c, kind, c["scenarios"][index][2]))
+                for code in contenders:
+                    results.append({"size": size, "code": code, "scenario": scenario,
+                                    "seed": contenders[code]["seed"], "n": len(samples[code]),
+                                    **summary_ms(samples[code])})
+                print(f"    {scenario}: " + ", ".join(
+                    f"{r['code']} p50 {r['p50']:.1f} ms" for r in results[-len(contenders):]
+                ), flush=True)
+        finally:
+            for server in servers.values():
+                server.__exit__(None, None, None)
     finally:
         if not keep:
-            drop_database(name)
-    return rows
+            for name in names:
+                drop_database(name)
+    return results
+
+
+def plot(results: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    scenario_names = list(dict.fromkeys(r["scenario"] for r in results))
+    columns = 3
+    rows = -(-len(scenario_names) // columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(12, 3.2 * rows), squeeze=False)
+    for axis, scenario in zip(axes.flat, scenario_names, strict=False):
+        for code, style in (("old", "o--"), ("new", "o-")):
+            points = sorted((r["size"], r["p50"]) for r in results
+                            if r["scenario"] == scenario and r["code"] == code)
+            if points:
+                axis.plot(*zip(*points, strict=True), style, label=f"{code} code")
+        axis.set_title(scenario, fontsize=10)
+        axis.set_xscale("log")
+        axis.set_yscale("log")
+        axis.set_xlabel("sessions stored")
+        axis.set_ylabel("p50 ms")
+        axis.grid(True, which="both", alpha=0.3)
+        axis.legend(fontsize=8)
+    for axis in list(axes.flat)[len(scenario_names):]:
+        axis.set_visible(False)
+    figure.suptitle("Median latency against table size (bench/list.py)")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    print(f"\nplot: {path}")
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--sizes",
-        default=",".join(str(s) for s in DEFAULT_SIZES),
-        help="Comma-separated session counts (default 10000,100000,1000000).",
-    )
-    parser.add_argument("--requests", type=int, default=100, help="Timed requests per scenario.")
-    parser.add_argument("--workers", type=int, default=2, help="gunicorn workers (default 2).")
-    parser.add_argument(
-        "--threads",
-        type=int,
-        default=1,
-        help="View threads per worker (GUNICORN_THREADS; default 1: one request at a time each).",
-    )
+    parser.add_argument("--sizes", default=",".join(str(s) for s in DEFAULT_SIZES),
+                        help="Comma-separated session counts (default 10000,1000000,10000000).")
+    parser.add_argument("--requests", type=int, default=60, help="Timed requests per scenario.")
+    parser.add_argument("--slow-requests", type=int, default=15,
+                        help="Timed requests of the older code from 1,000,000 sessions on.")
+    parser.add_argument("--baseline", type=Path, help="An older checkout to measure beside this one.")
+    parser.add_argument("--plot", type=Path, help="Write a PNG of p50 against size here.")
+    parser.add_argument("--json", type=Path, help="Write the results here.")
     parser.add_argument("--smoke", action="store_true", help="5,000 sessions, 10 requests.")
-    parser.add_argument("--profile", action="store_true", help="cProfile each scenario in process.")
     parser.add_argument("--keep", action="store_true", help="Keep the scratch databases.")
     args = parser.parse_args(argv)
     try:
@@ -388,46 +272,46 @@ def main(argv: list[str] | None = None) -> None:
     if any(size < 1_000 for size in sizes):
         parser.error("each size must be at least 1000 (the deep page needs rows to page through)")
     requests = 10 if args.smoke else args.requests
-
-    if args.workers < 1 or args.threads < 1 or requests < 1:
-        parser.error("--workers, --threads and --requests must be at least 1")
-    worker_kind = f"workers with {args.threads} view thread{'s' if args.threads > 1 else ''} each"
+    codes = {"new": ROOT}
+    if args.baseline is not None:
+        codes = {"old": args.baseline.resolve(), "new": ROOT}
     print(machine_report())
-    print(
-        f"gunicorn: {args.workers} {worker_kind}; {requests} timed requests per scenario; "
-        f"page size {PAGE}; load average before: {load_average()}"
-    )
+    print(f"gunicorn: 2 workers per code; {requests} timed requests per scenario "
+          f"(the older code: {args.slow_requests} from 1,000,000 sessions on); "
+          f"load average before: {load_average()}")
     started = time.perf_counter()
-    rows = []
+    results = []
     for size in sizes:
-        rows += run_size(
-            size,
-            requests=requests,
-            workers=args.workers,
-            threads=args.threads,
-            want_profile=args.profile,
-            keep=args.keep,
-        )
+        print(f"\n## {size:,} sessions", flush=True)
+        slow = requests if size < 1_000_000 else min(requests, args.slow_requests)
+        results += run_size(size, codes, requests=requests, slow_requests=slow, keep=args.keep)
+    smallest, largest = min(sizes), max(sizes)
+    rows = []
+    for r in results:
+        base = next(x for x in results if x["code"] == r["code"] and x["scenario"] == r["scenario"]
+                    and x["size"] == smallest)
+        rows.append([f"{r['size']:,}", r["code"], r["scenario"], f"{r['n']}", f"{r['p50']:.1f}",
+                     f"{r['p95']:.1f}", f"{r['p50'] / base['p50']:.2f}×"])
     print()
-    print(
-        table(
-            [
-                "sessions",
-                "scenario",
-                "HTTP p50 ms",
-                "HTTP p95 ms",
-                "HTTP min ms",
-                "SQL p50 ms",
-                "SQL p95 ms",
-                "SQL min ms",
-                "floor p50 ms",
-                "HTTP / SQL",
-                "floor / SQL",
-                "vs first page",
-            ],
-            rows,
-        )
-    )
+    print(table(["sessions", "code", "scenario", "requests", "p50 ms", "p95 ms",
+                 f"p50 / p50 at {smallest:,}"], rows))
+    print("\nseeding: " + "; ".join(
+        f"{r['code']} {r['size']:,} in {r['seed']:.1f} s"
+        for r in results if r["scenario"] == "first page"
+    ))
+    if len(sizes) > 1:
+        worst = max((r for r in results if r["code"] == "new" and r["size"] == largest),
+                    key=lambda r: r["p50"] / next(x["p50"] for x in results if x["code"] == "new"
+                                                   and x["scenario"] == r["scenario"]
+                                                   and x["size"] == smallest))
+        ratio = worst["p50"] / next(x["p50"] for x in results if x["code"] == "new"
+                                    and x["scenario"] == worst["scenario"] and x["size"] == smallest)
+        print(f"goal (new code, p50 at {largest:,} <= 1.5 x p50 at {smallest:,}): worst "
+              f"{worst['scenario']} {ratio:.2f}x: {'met' if ratio <= 1.5 else 'MISSED'}")
+    if args.plot:
+        plot(results, args.plot)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1))
     print(f"\ntotal {time.perf_counter() - started:.0f} s; load average after: {load_average()}")
 
 

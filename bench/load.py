@@ -3,6 +3,7 @@
     python bench/load.py                      # 8 clients, 10 s per operation
     python bench/load.py --clients 16 --seconds 20 --workers 3
     python bench/load.py --smoke              # 2 clients, 1 s per operation
+    python bench/load.py --baseline ../old    # an older checkout and this one, alternately
 
 A scratch database is seeded with ``--seed`` sessions (``manage.py
 seed_sessions``) so the list has a realistic table behind it. gunicorn runs
@@ -50,7 +51,7 @@ from bench.common import (  # noqa: E402
 from bench.server import Client, Gunicorn  # noqa: E402
 from messaging_project.serving import default_workers, view_threads  # noqa: E402
 
-DATABASE = "sa_hard_bench_load"
+DATABASE = os.environ.get("BENCH_DB_PREFIX", "sa_bench") + "_load"
 BASE = "/api/messaging/sessions"
 
 
@@ -155,6 +156,11 @@ def main(argv: list[str] | None = None) -> None:
         "--smoke", action="store_true", help="2 clients, 1 s per operation, 2,000 seeded."
     )
     parser.add_argument("--keep", action="store_true", help="Keep the scratch database.")
+    parser.add_argument(
+        "--baseline", type=Path,
+        help="An older checkout: run it and this one alternately (old, new, old, new), "
+        "each on its own scratch database, and compare their throughput.",
+    )
     args = parser.parse_args(argv)
     if args.smoke:
         args.clients, args.seconds, args.seed = 2, 1.0, 2_000
@@ -162,11 +168,32 @@ def main(argv: list[str] | None = None) -> None:
 
     print(machine_report())
     print(f"load average before: {load_average()}")
-    url = create_database(DATABASE)
     started = time.perf_counter()
+    if args.baseline is None:
+        measure(ROOT, DATABASE, args, workers)
+    else:
+        runs = []
+        for run, code in enumerate(("old", "new", "old", "new")):
+            root = args.baseline.resolve() if code == "old" else ROOT
+            print(f"\n## {code} code, run {run // 2 + 1} ({root})")
+            runs.append((code, measure(root, f"{DATABASE}_{code}", args, workers)))
+        operations = [row[0] for row in runs[0][1]]
+        rows = []
+        for index, operation in enumerate(operations):
+            rates = [float(result[index][3].replace(",", "")) for _, result in runs]
+            old, new = rates[0] + rates[2], rates[1] + rates[3]
+            rows.append([operation, *(f"{rate:,.0f}" for rate in rates), f"{new / old:.2f}×"])
+        print("\nThroughput, req/s, in the order run:\n")
+        print(table(["operation", "old (1)", "new (1)", "old (2)", "new (2)", "new / old"], rows))
+    print(f"total {time.perf_counter() - started:.0f} s; load average after: {load_average()}")
+
+
+def measure(root: Path, database: str, args, workers: int) -> list:
+    """Seed ``database`` with ``root``'s code, run every phase against it; return the table rows."""
+    url = create_database(database)
     try:
-        manage("migrate", "--noinput", database_url=url)
-        manage("seed_sessions", "--count", str(args.seed), database_url=url)
+        manage("migrate", "--noinput", database_url=url, root=root)
+        manage("seed_sessions", "--count", str(args.seed), database_url=url, root=root)
         print(
             f"seeded {args.seed:,} sessions; gunicorn: {workers} workers, {view_threads()} view threads each; "
             f"{args.clients} client threads, {args.seconds:g} s per operation"
@@ -206,7 +233,7 @@ def main(argv: list[str] | None = None) -> None:
             return operation(client, rng)
 
         rows = []
-        with Gunicorn(database_url=url, workers=workers) as server:
+        with Gunicorn(database_url=url, workers=workers, root=root) as server:
             idle_rss, idle_pss = server.rss_mib(), server.pss_mib()
             for name, operation in (
                 ("create", create),
@@ -250,8 +277,8 @@ def main(argv: list[str] | None = None) -> None:
         )
     finally:
         if not args.keep:
-            drop_database(DATABASE)
-    print(f"total {time.perf_counter() - started:.0f} s; load average after: {load_average()}")
+            drop_database(database)
+    return rows
 
 
 if __name__ == "__main__":

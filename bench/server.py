@@ -60,6 +60,7 @@ class Gunicorn(GunicornServer):
         env: dict | None = None,
         app: str = "messaging_project.asgi:application",
         extra_args: tuple[str, ...] = (),
+        root=None,
     ):
         super().__init__(
             env={
@@ -74,6 +75,7 @@ class Gunicorn(GunicornServer):
             port=port,
             app=app,
             extra_args=extra_args,
+            **({"root": root} if root is not None else {}),
         )
 
     def __enter__(self) -> "Gunicorn":

@@ -177,11 +177,14 @@ class GunicornServer:
         port: int | None = None,
         app: str = "messaging_project.asgi:application",
         extra_args: tuple[str, ...] = (),
+        root: Path = ROOT,
     ):
         self.env = env
         self.app = app
         # gunicorn options after the configuration file's (a benchmark's other worker class).
         self.extra_args = tuple(extra_args)
+        # The checkout to serve: this one, or an older one a benchmark compares with.
+        self.root = root
         self.workers = workers
         self.port = port or free_port()
         self.process: subprocess.Popen | None = None
@@ -215,10 +218,10 @@ class GunicornServer:
                 "gunicorn",
                 self.app,
                 "--config",
-                str(ROOT / "gunicorn.conf.py"),
+                str(self.root / "gunicorn.conf.py"),
                 *self.extra_args,
             ],
-            cwd=ROOT,
+            cwd=self.root,
             env=env,
             stdout=self.log,
             stderr=subprocess.STDOUT,

@@ -26,7 +26,10 @@ EXPECTED_ROWS = {
         "| POST 1,000,097 B of unknown keys", "| GET during 3 such POSTs/s",
         "| 5 heartbeats on a row locked elsewhere", "| health sent 0.5 s after them",
     ],
-    "list.py": ["| floor / SQL", "| first page", "| page at 90%", "| agentId filter"],
+    "list.py": [
+        "| p50 / p50 at", "| first page", "| page at 90%", "| agentId", "| admin: default",
+        "| health",
+    ],
     "load.py": ["| create", "| get", "| heartbeat", "| list (100/page)", "| mixed"],
     "peer.py": ["| create    | project ", "| get       | floor (same SQL)", "| heartbeat | project "],
     "prune.py": ["| raw DELETE", "| prune_sessions ", "| prune_sessions x2", "| naive delete"],
