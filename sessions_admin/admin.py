@@ -232,22 +232,32 @@ class SessionChangeList(ChangeList):
                 self.params[ORDER_VAR] = ".".join(kept)
             else:
                 del self.params[ORDER_VAR]
-        if ORDER_VAR not in self.params and self._by_creation_date:
-            return self._get_deterministic_ordering(list(self._get_default_ordering()))
+        if ORDER_VAR not in self.params and self._filtered_order is not None:
+            return self._get_deterministic_ordering(list(self._filtered_order))
         return super().get_ordering(request, queryset)
 
     @property
-    def _by_creation_date(self) -> bool:
-        return any(name.startswith("created_at__") for name in self.params)
+    def _filtered_order(self) -> tuple[str, ...] | None:
+        """The order a filter lists in unless a column is sorted, along the index it needs.
+
+        In the default order (newest activity first) PostgreSQL walks the
+        activity index and may pass most of the table before it finds rows
+        of an older creation-date range (1.5 s against 1 ms at a million
+        rows), or expired sessions and those about to expire, whose last
+        activity is older than every other active session's. So a
+        creation-date range lists the newest created first, expired sessions
+        the most recently expired first, and sessions near expiration the
+        soonest to expire first.
+        """
+        if any(name.startswith("created_at__") for name in self.params):
+            return ("-created_at",)
+        return {
+            policy.STATUS_EXPIRED: ("-expires_at",),
+            policy.STATUS_NEAR_EXPIRATION: ("expires_at",),
+        }.get(self.params.get(StatusFilter.parameter_name))
 
     def _get_default_ordering(self):
-        # A creation-date range lists newest created first, along the creation
-        # index. In the default order PostgreSQL would walk the activity index
-        # from the newest activity and may pass most of the table before it
-        # reaches an older range: 1.5 s against 1 ms at a million rows.
-        if self._by_creation_date:
-            return ("-created_at",)
-        return super()._get_default_ordering()
+        return self._filtered_order or super()._get_default_ordering()
 
     def _sortable(self, order_part: str) -> bool:
         try:

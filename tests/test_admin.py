@@ -274,6 +274,26 @@ def test_status_filter(operator_client, mixed, status, expected):
     assert response.context["cl"].paginator.count == len(expected)
 
 
+def test_expired_and_near_expiration_are_listed_along_the_expiry(operator_client, frozen):
+    by_expiry = [
+        SessionFactory(now=frozen, created_at=NOW - timedelta(minutes=40),
+                       expires_at=NOW + timedelta(minutes=minutes))
+        for minutes in (-3, -1, -2, 2, 1, 3)
+    ]
+    # In the default order the newest activity comes first: here, the reverse of creation.
+    response = operator_client.get(CHANGELIST, {"status": "expired"})
+    assert listed_ids(response) == [str(by_expiry[i].pk) for i in (1, 2, 0)]
+    assert response.context["cl"].queryset.query.order_by == ("-expires_at", "-pk")
+    response = operator_client.get(CHANGELIST, {"status": "near_expiration"})
+    assert listed_ids(response) == [str(by_expiry[i].pk) for i in (4, 3, 5)]
+    assert response.context["cl"].queryset.query.order_by == ("expires_at", "pk")
+    # A column the operator sorts by still wins.
+    response = operator_client.get(CHANGELIST, {"status": "expired", "o": "-5"})
+    assert response.context["cl"].queryset.query.order_by == ("-expires_at", "-pk")
+    response = operator_client.get(CHANGELIST, {"status": "near_expiration", "o": "-8"})
+    assert response.context["cl"].queryset.query.order_by[0] == "-last_activity"
+
+
 def test_auto_renew_filter(operator_client, frozen):
     renewing = SessionFactory(now=frozen)
     fixed = SessionFactory(now=frozen, timeout_config=TimeoutConfigFactory(auto_renew=False))
