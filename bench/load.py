@@ -157,6 +157,12 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--keep", action="store_true", help="Keep the scratch database.")
     parser.add_argument(
+        "--only", help="Comma-separated operations to run (default: all of them, in order)."
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=2, help="With --baseline: old-new pairs to run (default 2)."
+    )
+    parser.add_argument(
         "--baseline", type=Path,
         help="An older checkout: run it and this one alternately (old, new, old, new), "
         "each on its own scratch database, and compare their throughput.",
@@ -173,7 +179,7 @@ def main(argv: list[str] | None = None) -> None:
         measure(ROOT, DATABASE, args, workers)
     else:
         runs = []
-        for run, code in enumerate(("old", "new", "old", "new")):
+        for run, code in enumerate(("old", "new") * args.rounds):
             root = args.baseline.resolve() if code == "old" else ROOT
             print(f"\n## {code} code, run {run // 2 + 1} ({root})")
             runs.append((code, measure(root, f"{DATABASE}_{code}", args, workers)))
@@ -181,10 +187,11 @@ def main(argv: list[str] | None = None) -> None:
         rows = []
         for index, operation in enumerate(operations):
             rates = [float(result[index][3].replace(",", "")) for _, result in runs]
-            old, new = rates[0] + rates[2], rates[1] + rates[3]
+            old, new = sum(rates[0::2]), sum(rates[1::2])
             rows.append([operation, *(f"{rate:,.0f}" for rate in rates), f"{new / old:.2f}×"])
+        headers = [f"{code} ({run // 2 + 1})" for run, (code, _) in enumerate(runs)]
         print("\nThroughput, req/s, in the order run:\n")
-        print(table(["operation", "old (1)", "new (1)", "old (2)", "new (2)", "new / old"], rows))
+        print(table(["operation", *headers, "new / old"], rows))
     print(f"total {time.perf_counter() - started:.0f} s; load average after: {load_average()}")
 
 
@@ -235,13 +242,17 @@ def measure(root: Path, database: str, args, workers: int) -> list:
         rows = []
         with Gunicorn(database_url=url, workers=workers, root=root) as server:
             idle_rss, idle_pss = server.rss_mib(), server.pss_mib()
-            for name, operation in (
+            operations = (
                 ("create", create),
                 ("get", get),
                 ("heartbeat", heartbeat),
                 ("list (100/page)", list_page),
                 ("mixed", mixed),
-            ):
+            )
+            only = set(args.only.split(",")) if args.only else None
+            for name, operation in operations:
+                if only is not None and name.split()[0] not in only:
+                    continue
                 phase = Phase(
                     name,
                     server,
