@@ -160,6 +160,10 @@ def main(argv: list[str] | None = None) -> None:
         "--only", help="Comma-separated operations to run (default: all of them, in order)."
     )
     parser.add_argument(
+        "--side-by-side", action="store_true",
+        help="With --baseline: load both codes at the same time instead of one after the other.",
+    )
+    parser.add_argument(
         "--rounds", type=int, default=2, help="With --baseline: old-new pairs to run (default 2)."
     )
     parser.add_argument(
@@ -177,6 +181,8 @@ def main(argv: list[str] | None = None) -> None:
     started = time.perf_counter()
     if args.baseline is None:
         measure(ROOT, DATABASE, args, workers)
+    elif args.side_by_side:
+        side_by_side({"old": args.baseline.resolve(), "new": ROOT}, args, workers)
     else:
         runs = []
         for run, code in enumerate(("old", "new") * args.rounds):
@@ -195,6 +201,109 @@ def main(argv: list[str] | None = None) -> None:
     print(f"total {time.perf_counter() - started:.0f} s; load average after: {load_average()}")
 
 
+def operations_against() -> dict:
+    """The operations, by name, each sending one request; ``get`` and ``heartbeat`` use the
+    sessions ``create`` made."""
+    created: list[str] = []
+    created_lock = threading.Lock()
+
+    def create(client, rng):
+        status, body = client.request(
+            "POST", BASE, {"agentId": str(uuid.uuid4()), "userId": str(uuid.uuid4())}
+        )
+        if status == 201:
+            with created_lock:
+                created.append(body["sessionId"])
+        return status, 201
+
+    def get(client, rng):
+        return client.request("GET", f"{BASE}/{rng.choice(created)}")[0], 200
+
+    def heartbeat(client, rng):
+        return client.request("POST", f"{BASE}/{rng.choice(created)}/heartbeat")[0], 200
+
+    def list_page(client, rng):
+        return client.request("GET", f"{BASE}?limit=100")[0], 200
+
+    def mixed(client, rng):
+        roll = rng.random()
+        operation = (
+            create
+            if roll < 0.1
+            else get
+            if roll < 0.5
+            else heartbeat
+            if roll < 0.9
+            else list_page
+        )
+        return operation(client, rng)
+
+    return {
+        "create": create,
+        "get": get,
+        "heartbeat": heartbeat,
+        "list (100/page)": list_page,
+        "mixed": mixed,
+    }
+
+
+def side_by_side(codes: dict, args, workers: int) -> None:
+    """Serve each code from its own database at the same time, and load both at once.
+
+    On a machine shared with other work one run after the other measures the
+    other work as much as the code: here both servers see the same machine at
+    the same moment, and each gets ``--clients`` client threads of its own.
+    """
+    urls = {}
+    for code, root in codes.items():
+        urls[code] = create_database(f"{DATABASE}_{code}")
+        manage("migrate", "--noinput", database_url=urls[code], root=root)
+        manage("seed_sessions", "--count", str(args.seed), database_url=urls[code], root=root)
+    print(
+        f"seeded {args.seed:,} sessions per code; gunicorn: {workers} sync workers per code; "
+        f"{args.clients} client threads per code, {args.seconds:g} s per operation, both at once"
+    )
+    servers = {}
+    try:
+        for code, root in codes.items():
+            servers[code] = Gunicorn(database_url=urls[code], workers=workers, root=root).__enter__()
+        operations = {code: operations_against() for code in codes}
+        only = set(args.only.split(",")) if args.only else None
+        rows = []
+        for name in operations["new"]:
+            if only is not None and name.split()[0] not in only:
+                continue
+            phases = {
+                code: Phase(name, servers[code], operations[code][name], clients=args.clients,
+                            seconds=args.seconds, max_requests=args.max_requests)
+                for code in codes
+            }
+            results = {}
+
+            def run(code, phases=phases, results=results):
+                results[code] = phases[code].run()
+
+            threads = [threading.Thread(target=run, args=(code,)) for code in codes]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            old, new = results["old"], results["new"]
+            rate = {code: float(result[3].replace(",", "")) for code, result in results.items()}
+            rows.append([name, old[2], new[2], old[3], new[3], f"{rate['new'] / rate['old']:.2f}×",
+                         old[4], new[4]])
+            print(f"  {name}: done (load average {load_average()})", flush=True)
+        print()
+        print(table(["operation", "errors old", "errors new", "old req/s", "new req/s",
+                     "new / old", "old p50 ms", "new p50 ms"], rows))
+    finally:
+        for server in servers.values():
+            server.__exit__(None, None, None)
+        if not args.keep:
+            for code in codes:
+                drop_database(f"{DATABASE}_{code}")
+
+
 def measure(root: Path, database: str, args, workers: int) -> list:
     """Seed ``database`` with ``root``'s code, run every phase against it; return the table rows."""
     url = create_database(database)
@@ -205,52 +314,12 @@ def measure(root: Path, database: str, args, workers: int) -> list:
             f"seeded {args.seed:,} sessions; gunicorn: {workers} workers, {view_threads()} view threads each; "
             f"{args.clients} client threads, {args.seconds:g} s per operation"
         )
-        created: list[str] = []
-        created_lock = threading.Lock()
-
-        def create(client, rng):
-            status, body = client.request(
-                "POST", BASE, {"agentId": str(uuid.uuid4()), "userId": str(uuid.uuid4())}
-            )
-            if status == 201:
-                with created_lock:
-                    created.append(body["sessionId"])
-            return status, 201
-
-        def get(client, rng):
-            return client.request("GET", f"{BASE}/{rng.choice(created)}")[0], 200
-
-        def heartbeat(client, rng):
-            return client.request("POST", f"{BASE}/{rng.choice(created)}/heartbeat")[0], 200
-
-        def list_page(client, rng):
-            return client.request("GET", f"{BASE}?limit=100")[0], 200
-
-        def mixed(client, rng):
-            roll = rng.random()
-            operation = (
-                create
-                if roll < 0.1
-                else get
-                if roll < 0.5
-                else heartbeat
-                if roll < 0.9
-                else list_page
-            )
-            return operation(client, rng)
-
+        operations = operations_against()
         rows = []
         with Gunicorn(database_url=url, workers=workers, root=root) as server:
             idle_rss, idle_pss = server.rss_mib(), server.pss_mib()
-            operations = (
-                ("create", create),
-                ("get", get),
-                ("heartbeat", heartbeat),
-                ("list (100/page)", list_page),
-                ("mixed", mixed),
-            )
             only = set(args.only.split(",")) if args.only else None
-            for name, operation in operations:
+            for name, operation in operations.items():
                 if only is not None and name.split()[0] not in only:
                     continue
                 phase = Phase(
