@@ -253,6 +253,9 @@ def side_by_side(codes: dict, args, workers: int) -> None:
     On a machine shared with other work one run after the other measures the
     other work as much as the code: here both servers see the same machine at
     the same moment, and each gets ``--clients`` client threads of its own.
+    The client threads of both share this one Python process: when it is what
+    limits the rate, both codes come out alike whatever they cost (compare the
+    sum with one code's rate alone before trusting a ratio).
     """
     urls = {}
     for code, root in codes.items():
