@@ -20,8 +20,10 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 
 ROOT = Path(__file__).resolve().parent.parent
-# Ports reserved for this suite's servers and proxies.
-PORT_RANGE = range(3130, 3150)
+# Ports reserved for this suite's servers and proxies; TEST_PORT_BASE moves the
+# range, so that suites run side by side (two checkouts) never share a port.
+_PORT_BASE = int(os.environ.get("TEST_PORT_BASE") or 3130)
+PORT_RANGE = range(_PORT_BASE, _PORT_BASE + 20)
 SECRET_KEY = "server-tests-secret-key-not-for-production-0123456789abcdef"
 
 

@@ -24,8 +24,8 @@ pytestmark = pytest.mark.server
 CONTRACT = Path(__file__).resolve().parent / "contract"
 CLIENT_KEY = "contract-client-key-0123456789"
 ADMIN_KEY = "contract-admin-key-0123456789"
-# This suite's own ports, apart from the other server tests'.
-PORTS = range(3110, 3120)
+# This suite's own ports, apart from the other server tests' (below them).
+PORTS = range(server.PORT_RANGE.start - 20, server.PORT_RANGE.start - 10)
 
 
 def _free_port() -> int:
